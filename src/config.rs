@@ -1,0 +1,690 @@
+//! Typed configuration: loading, layering and validation.
+//!
+//! Configuration comes in three layers, later wins:
+//!
+//! 1. built-in defaults (the `Default` impls of the `Raw*` structs below),
+//! 2. one TOML file: `--config FILE`, else `$ROHRPOST_CONFIG`, else `config/rohrpost.toml`,
+//!    else `/etc/rohrpost/rohrpost.toml` (the last two only when they exist),
+//! 3. environment variables `ROHRPOST__SECTION__KEY` (e.g. `ROHRPOST__HTTP__MAIN_PORT=4000`).
+//!
+//! The layers are merged into [`RawConfig`], which mirrors the file format (durations are strings,
+//! ports are plain integers) so that every problem can be reported, not just the first one serde
+//! trips over. [`RawConfig::validate`] then turns it into a [`Config`], the only form the rest of
+//! the program sees: a `Config` always holds valid values.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// Environment variable naming the config file when `--config` is not given.
+pub const CONFIG_ENV: &str = "ROHRPOST_CONFIG";
+/// Config file used when neither `--config` nor `$ROHRPOST_CONFIG` names one.
+pub const LOCAL_CONFIG: &str = "config/rohrpost.toml";
+/// System-wide config file, the last fallback.
+pub const SYSTEM_CONFIG: &str = "/etc/rohrpost/rohrpost.toml";
+
+/// The validated configuration of one Rohrpost process.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the file layer came from, if any (for `check-config` and log lines).
+    pub source: Option<PathBuf>,
+    pub http: HttpConfig,
+    pub workers: WorkersConfig,
+    pub tls: TlsConfig,
+    pub sockjs: SockjsConfig,
+    pub limits: LimitsConfig,
+}
+
+/// `[http]`: addresses and ports.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub host: String,
+    pub host_external: String,
+    pub main_port: u16,
+    pub worker_base_port: u16,
+    pub connect_path: String,
+    /// `None` when static files are disabled (`static_dir = ""`).
+    pub static_dir: Option<PathBuf>,
+}
+
+/// `[workers]`: how many worker processes and threads per worker.
+#[derive(Debug, Clone)]
+pub struct WorkersConfig {
+    pub count: u16,
+    pub threads: usize,
+}
+
+/// `[tls]`: rustls on every port when enabled.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    pub enabled: bool,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `[sockjs]`: the SockJS endpoint served by each worker.
+#[derive(Debug, Clone)]
+pub struct SockjsConfig {
+    pub prefix: String,
+    pub heartbeat: Duration,
+    pub disconnect_delay: Duration,
+    pub response_limit: usize,
+    pub client_url: String,
+    pub websocket: bool,
+    pub cookie_needed: bool,
+}
+
+/// `[limits]`: bounds on what one client may make the server hold.
+#[derive(Debug, Clone)]
+pub struct LimitsConfig {
+    /// Largest request body (`xhr_send`, `jsonp_send`) or websocket frame accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Messages a session may hold for a client that is not currently receiving.
+    pub outbound_queue: usize,
+}
+
+impl Config {
+    /// Loads the layers described in the module docs and validates the result.
+    pub fn load(explicit: Option<&Path>) -> Result<Config, ConfigErrors> {
+        let file = choose_file(explicit)?;
+        let mut builder = config::Config::builder();
+        if let Some(path) = &file {
+            builder = builder.add_source(
+                config::File::from(path.as_path())
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        builder = builder.add_source(
+            config::Environment::with_prefix("ROHRPOST")
+                .prefix_separator("__")
+                .separator("__")
+                .try_parsing(true),
+        );
+        let merged = builder
+            .build()
+            .map_err(|e| ConfigErrors::one(ConfigError::Load(e.to_string())))?;
+        let raw: RawConfig = merged
+            .try_deserialize()
+            .map_err(|e| ConfigErrors::one(ConfigError::Load(e.to_string())))?;
+        raw.validate(file)
+    }
+
+    /// The configuration in file form, as `check-config` prints it.
+    pub fn to_raw(&self) -> RawConfig {
+        RawConfig {
+            http: RawHttp {
+                host: self.http.host.clone(),
+                host_external: self.http.host_external.clone(),
+                main_port: self.http.main_port.into(),
+                worker_base_port: self.http.worker_base_port.into(),
+                connect_path: self.http.connect_path.clone(),
+                static_dir: self
+                    .http
+                    .static_dir
+                    .as_ref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default(),
+            },
+            workers: RawWorkers {
+                count: Some(self.workers.count.into()),
+                threads: self.workers.threads as i64,
+            },
+            tls: RawTls {
+                enabled: self.tls.enabled,
+                cert: self.tls.cert.display().to_string(),
+                key: self.tls.key.display().to_string(),
+            },
+            sockjs: RawSockjs {
+                prefix: self.sockjs.prefix.clone(),
+                heartbeat: format_duration(self.sockjs.heartbeat),
+                disconnect_delay: format_duration(self.sockjs.disconnect_delay),
+                response_limit: self.sockjs.response_limit as i64,
+                client_url: self.sockjs.client_url.clone(),
+                websocket: self.sockjs.websocket,
+                cookie_needed: self.sockjs.cookie_needed,
+            },
+            limits: RawLimits {
+                max_frame_bytes: self.limits.max_frame_bytes as i64,
+                outbound_queue: self.limits.outbound_queue as i64,
+            },
+        }
+    }
+
+    /// Renders the effective configuration as TOML.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(&self.to_raw()).unwrap_or_else(|e| format!("# unprintable: {e}"))
+    }
+
+    /// The certificate and key files when TLS is enabled.
+    pub fn tls_files(&self) -> Option<crate::tls::TlsFiles> {
+        self.tls.enabled.then(|| crate::tls::TlsFiles {
+            cert: self.tls.cert.clone(),
+            key: self.tls.key.clone(),
+        })
+    }
+
+    /// `http` or `https`, for URLs handed to browsers.
+    pub fn http_scheme(&self) -> &'static str {
+        if self.tls.enabled {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
+    /// The script URL the SockJS iframe page loads.
+    pub fn sockjs_client_url(&self) -> String {
+        if self.sockjs.client_url.is_empty() {
+            format!(
+                "{}://{}:{}/js/sockjs.min.js",
+                self.http_scheme(),
+                self.http.host_external,
+                self.http.main_port
+            )
+        } else {
+            self.sockjs.client_url.clone()
+        }
+    }
+}
+
+fn choose_file(explicit: Option<&Path>) -> Result<Option<PathBuf>, ConfigErrors> {
+    let named = explicit
+        .map(|p| (p.to_path_buf(), "--config"))
+        .or_else(|| std::env::var_os(CONFIG_ENV).map(|p| (PathBuf::from(p), CONFIG_ENV)));
+    if let Some((path, origin)) = named {
+        return match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => Ok(Some(path)),
+            Ok(_) => Err(ConfigErrors::one(ConfigError::FileMissing {
+                origin,
+                path,
+                reason: "not a regular file".into(),
+            })),
+            Err(e) => Err(ConfigErrors::one(ConfigError::FileMissing {
+                origin,
+                path,
+                reason: e.to_string(),
+            })),
+        };
+    }
+    Ok([LOCAL_CONFIG, SYSTEM_CONFIG]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file()))
+}
+
+/// One problem with the configuration, naming the key and what to do.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    #[error("config file {path} (from {origin}) cannot be read: {reason}")]
+    FileMissing {
+        origin: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("config: {0}")]
+    Load(String),
+    #[error("config key `{key}`: {value} is not a valid port (1..=65535)")]
+    PortRange { key: &'static str, value: i64 },
+    #[error(
+        "config key `http.worker_base_port`: worker ports {first}..={last} run past 65535 \
+         (lower the base port or `workers.count`)"
+    )]
+    WorkerPortsOverflow { first: i64, last: i64 },
+    #[error(
+        "config key `http.main_port`: port {main} collides with worker ports {first}..={last} \
+         (`http.worker_base_port` + `workers.count`)"
+    )]
+    PortCollision { main: u16, first: u16, last: u16 },
+    #[error("config key `{key}`: {value:?} is not a duration (use e.g. \"25s\", \"500ms\", \"10m\")")]
+    Duration { key: &'static str, value: String },
+    #[error("config key `{key}`: must be greater than zero")]
+    Zero { key: &'static str },
+    #[error("config key `{key}`: {value} is out of range ({range})")]
+    Range {
+        key: &'static str,
+        value: i64,
+        range: &'static str,
+    },
+    #[error("config key `{key}`: {value:?} must start with `/`{extra}")]
+    Path {
+        key: &'static str,
+        value: String,
+        extra: &'static str,
+    },
+    #[error("config key `{key}`: file {path} cannot be read: {reason}")]
+    TlsFile {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("config keys `tls.cert`/`tls.key`: {0}")]
+    Tls(String),
+    #[error("config key `{key}`: must not be empty")]
+    Empty { key: &'static str },
+}
+
+/// Every problem found in one configuration; printed one per line.
+#[derive(Debug)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl ConfigErrors {
+    fn one(e: ConfigError) -> Self {
+        ConfigErrors(vec![e])
+    }
+}
+
+impl fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (i, e) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{e}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigErrors {}
+
+/// The configuration as written in the file: the serde form of [`Config`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawConfig {
+    pub http: RawHttp,
+    pub workers: RawWorkers,
+    pub tls: RawTls,
+    pub sockjs: RawSockjs,
+    pub limits: RawLimits,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHttp {
+    pub host: String,
+    pub host_external: String,
+    pub main_port: i64,
+    pub worker_base_port: i64,
+    pub connect_path: String,
+    pub static_dir: String,
+}
+
+impl Default for RawHttp {
+    fn default() -> Self {
+        RawHttp {
+            host: "0.0.0.0".into(),
+            host_external: "localhost".into(),
+            main_port: 3000,
+            worker_base_port: 3001,
+            connect_path: "/connect".into(),
+            static_dir: "static".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawWorkers {
+    /// `None`: one worker per CPU.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<i64>,
+    pub threads: i64,
+}
+
+impl Default for RawWorkers {
+    fn default() -> Self {
+        RawWorkers {
+            count: None,
+            threads: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawTls {
+    pub enabled: bool,
+    pub cert: String,
+    pub key: String,
+}
+
+impl Default for RawTls {
+    fn default() -> Self {
+        RawTls {
+            enabled: false,
+            cert: "keys/cert.pem".into(),
+            key: "keys/key.pem".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSockjs {
+    pub prefix: String,
+    pub heartbeat: String,
+    pub disconnect_delay: String,
+    pub response_limit: i64,
+    pub client_url: String,
+    pub websocket: bool,
+    pub cookie_needed: bool,
+}
+
+impl Default for RawSockjs {
+    fn default() -> Self {
+        RawSockjs {
+            prefix: "/rohrpost".into(),
+            heartbeat: "25s".into(),
+            disconnect_delay: "5s".into(),
+            response_limit: 128 * 1024,
+            client_url: String::new(),
+            websocket: true,
+            cookie_needed: false,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawLimits {
+    pub max_frame_bytes: i64,
+    pub outbound_queue: i64,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            max_frame_bytes: 1024 * 1024,
+            outbound_queue: 1024,
+        }
+    }
+}
+
+impl RawConfig {
+    /// Checks every key and returns the typed configuration, or every problem found.
+    pub fn validate(self, source: Option<PathBuf>) -> Result<Config, ConfigErrors> {
+        let mut errors = Vec::new();
+        let mut port = |key: &'static str, value: i64| -> u16 {
+            match u16::try_from(value) {
+                Ok(p) if p > 0 => p,
+                _ => {
+                    errors.push(ConfigError::PortRange { key, value });
+                    0
+                }
+            }
+        };
+        let main_port = port("http.main_port", self.http.main_port);
+        let worker_base_port = port("http.worker_base_port", self.http.worker_base_port);
+
+        let cpus = std::thread::available_parallelism().map_or(1, |n| n.get()) as i64;
+        let count = self.workers.count.unwrap_or(cpus);
+        let count = checked_range(&mut errors, "workers.count", count, 1, 1024, "1..=1024");
+        let threads = checked_range(
+            &mut errors,
+            "workers.threads",
+            self.workers.threads,
+            1,
+            256,
+            "1..=256",
+        );
+
+        if main_port > 0 && worker_base_port > 0 && count > 0 {
+            let first = i64::from(worker_base_port);
+            let last = first + count - 1;
+            if last > 65535 {
+                errors.push(ConfigError::WorkerPortsOverflow { first, last });
+            } else if (first..=last).contains(&i64::from(main_port)) {
+                errors.push(ConfigError::PortCollision {
+                    main: main_port,
+                    first: worker_base_port,
+                    last: last as u16,
+                });
+            }
+        }
+
+        let mut duration = |key: &'static str, value: &str| -> Duration {
+            match humantime::parse_duration(value.trim()) {
+                Ok(d) if !d.is_zero() => d,
+                Ok(_) => {
+                    errors.push(ConfigError::Zero { key });
+                    Duration::ZERO
+                }
+                Err(_) => {
+                    errors.push(ConfigError::Duration {
+                        key,
+                        value: value.to_string(),
+                    });
+                    Duration::ZERO
+                }
+            }
+        };
+        let heartbeat = duration("sockjs.heartbeat", &self.sockjs.heartbeat);
+        let disconnect_delay = duration("sockjs.disconnect_delay", &self.sockjs.disconnect_delay);
+
+        let response_limit = checked_range(
+            &mut errors,
+            "sockjs.response_limit",
+            self.sockjs.response_limit,
+            1,
+            i64::from(u32::MAX),
+            "1..=4294967295 bytes",
+        );
+        let max_frame_bytes = checked_range(
+            &mut errors,
+            "limits.max_frame_bytes",
+            self.limits.max_frame_bytes,
+            1024,
+            256 * 1024 * 1024,
+            "1024..=268435456 bytes",
+        );
+        let outbound_queue = checked_range(
+            &mut errors,
+            "limits.outbound_queue",
+            self.limits.outbound_queue,
+            1,
+            1_000_000,
+            "1..=1000000 messages",
+        );
+
+        let prefix = self.sockjs.prefix.trim_end_matches('/').to_string();
+        if !self.sockjs.prefix.starts_with('/') {
+            errors.push(ConfigError::Path {
+                key: "sockjs.prefix",
+                value: self.sockjs.prefix.clone(),
+                extra: "",
+            });
+        } else if prefix.is_empty() {
+            errors.push(ConfigError::Path {
+                key: "sockjs.prefix",
+                value: self.sockjs.prefix.clone(),
+                extra: " and name a path other than `/`",
+            });
+        }
+        if !self.http.connect_path.starts_with('/') {
+            errors.push(ConfigError::Path {
+                key: "http.connect_path",
+                value: self.http.connect_path.clone(),
+                extra: "",
+            });
+        }
+        if self.http.host.trim().is_empty() {
+            errors.push(ConfigError::Empty { key: "http.host" });
+        }
+        if self.http.host_external.trim().is_empty() {
+            errors.push(ConfigError::Empty {
+                key: "http.host_external",
+            });
+        }
+
+        if self.tls.enabled {
+            let mut readable = true;
+            for (key, path) in [("tls.cert", &self.tls.cert), ("tls.key", &self.tls.key)] {
+                if let Err(e) = std::fs::read(path) {
+                    readable = false;
+                    errors.push(ConfigError::TlsFile {
+                        key,
+                        path: PathBuf::from(path),
+                        reason: e.to_string(),
+                    });
+                }
+            }
+            if readable {
+                let files = crate::tls::TlsFiles {
+                    cert: PathBuf::from(&self.tls.cert),
+                    key: PathBuf::from(&self.tls.key),
+                };
+                if let Err(e) = files.server_config() {
+                    errors.push(ConfigError::Tls(e.to_string()));
+                }
+            }
+        }
+
+        if !errors.is_empty() {
+            return Err(ConfigErrors(errors));
+        }
+        Ok(Config {
+            source,
+            http: HttpConfig {
+                host: self.http.host,
+                host_external: self.http.host_external,
+                main_port,
+                worker_base_port,
+                connect_path: self.http.connect_path,
+                static_dir: (!self.http.static_dir.is_empty())
+                    .then(|| PathBuf::from(self.http.static_dir)),
+            },
+            workers: WorkersConfig {
+                count: count as u16,
+                threads: threads as usize,
+            },
+            tls: TlsConfig {
+                enabled: self.tls.enabled,
+                cert: PathBuf::from(self.tls.cert),
+                key: PathBuf::from(self.tls.key),
+            },
+            sockjs: SockjsConfig {
+                prefix,
+                heartbeat,
+                disconnect_delay,
+                response_limit: response_limit as usize,
+                client_url: self.sockjs.client_url,
+                websocket: self.sockjs.websocket,
+                cookie_needed: self.sockjs.cookie_needed,
+            },
+            limits: LimitsConfig {
+                max_frame_bytes: max_frame_bytes as usize,
+                outbound_queue: outbound_queue as usize,
+            },
+        })
+    }
+}
+
+fn checked_range(
+    errors: &mut Vec<ConfigError>,
+    key: &'static str,
+    value: i64,
+    min: i64,
+    max: i64,
+    range: &'static str,
+) -> i64 {
+    if (min..=max).contains(&value) {
+        value
+    } else {
+        errors.push(ConfigError::Range { key, value, range });
+        0
+    }
+}
+
+fn format_duration(d: Duration) -> String {
+    humantime::format_duration(d).to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn errors_of(raw: RawConfig) -> Vec<ConfigError> {
+        raw.validate(None).err().map(|e| e.0).unwrap_or_default()
+    }
+
+    #[test]
+    fn defaults_are_valid() {
+        let config = RawConfig::default().validate(None).expect("defaults valid");
+        assert_eq!(config.http.main_port, 3000);
+        assert_eq!(config.sockjs.heartbeat, Duration::from_secs(25));
+        assert_eq!(config.sockjs.prefix, "/rohrpost");
+    }
+
+    #[test]
+    fn main_port_inside_worker_range_is_reported() {
+        let mut raw = RawConfig::default();
+        raw.workers.count = Some(4);
+        raw.http.main_port = 3002;
+        assert_eq!(
+            errors_of(raw),
+            vec![ConfigError::PortCollision {
+                main: 3002,
+                first: 3001,
+                last: 3004
+            }]
+        );
+    }
+
+    #[test]
+    fn worker_ports_past_65535_are_reported() {
+        let mut raw = RawConfig::default();
+        raw.workers.count = Some(4);
+        raw.http.worker_base_port = 65534;
+        assert_eq!(
+            errors_of(raw),
+            vec![ConfigError::WorkerPortsOverflow {
+                first: 65534,
+                last: 65537
+            }]
+        );
+    }
+
+    #[test]
+    fn every_problem_is_reported_at_once() {
+        let mut raw = RawConfig::default();
+        raw.http.main_port = 70000;
+        raw.sockjs.heartbeat = "soon".into();
+        raw.sockjs.prefix = "rohrpost".into();
+        let errors = errors_of(raw);
+        assert_eq!(errors.len(), 3, "{errors:?}");
+        let text = ConfigErrors(errors).to_string();
+        assert!(text.contains("`http.main_port`: 70000"));
+        assert!(text.contains("`sockjs.heartbeat`: \"soon\""));
+        assert!(text.contains("`sockjs.prefix`: \"rohrpost\" must start with `/`"));
+    }
+
+    #[test]
+    fn trailing_slash_of_prefix_is_dropped() {
+        let mut raw = RawConfig::default();
+        raw.sockjs.prefix = "/echo/".into();
+        assert_eq!(raw.validate(None).unwrap().sockjs.prefix, "/echo");
+    }
+
+    #[test]
+    fn missing_tls_files_are_reported_when_enabled() {
+        let mut raw = RawConfig::default();
+        raw.tls.enabled = true;
+        raw.tls.cert = "/nonexistent/cert.pem".into();
+        raw.tls.key = "/nonexistent/key.pem".into();
+        let errors = errors_of(raw);
+        assert_eq!(errors.len(), 2);
+        assert!(errors[0].to_string().starts_with("config key `tls.cert`"));
+    }
+
+    #[test]
+    fn printed_config_parses_back_to_the_same() {
+        let config = RawConfig::default().validate(None).unwrap();
+        let text = config.to_toml();
+        let raw: RawConfig = toml::from_str(&text).expect("printed config parses");
+        let again = raw.validate(None).unwrap();
+        assert_eq!(again.to_toml(), text);
+    }
+}

@@ -1,0 +1,19 @@
+//! Rohrpost: a front-facing real-time gateway.
+//!
+//! Browsers keep SockJS (websocket and HTTP fallback) sessions with Rohrpost's worker processes;
+//! backends talk to Rohrpost through Redis pub/sub or plain HTTP and never hold a long-lived
+//! connection themselves.
+//!
+//! The crate is laid out by concern:
+//! - [`config`]: the typed, validated configuration (file, environment, defaults);
+//! - [`sockjs`]: a complete SockJS 0.3.3 server — one session actor per SockJS session whatever
+//!   the transport, with the application hung on it as a [`sockjs::SessionHandler`];
+//! - [`worker`]: one worker process serving the SockJS endpoint;
+//! - [`echo`]: the SockJS conformance server (`rohrpost sockjs-test-server`);
+//! - [`tls`]: rustls setup and development certificates.
+
+pub mod config;
+pub mod echo;
+pub mod sockjs;
+pub mod tls;
+pub mod worker;

@@ -1,0 +1,157 @@
+//! The `rohrpost` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use rohrpost::config::Config;
+use rohrpost::echo::{self, TestServerArgs};
+use rohrpost::tls::{self, TlsFiles};
+
+#[derive(Parser)]
+#[command(name = "rohrpost", version, about = "A real-time gateway: SockJS sessions for browsers, Redis and HTTP for backends")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run one worker process serving SockJS on one port.
+    Worker {
+        /// Port to listen on (default: `http.worker_base_port` + `--index`).
+        #[arg(long)]
+        port: Option<u16>,
+        /// Worker index; the port is `http.worker_base_port` + index unless `--port` is given.
+        #[arg(long, default_value_t = 0)]
+        index: u16,
+        /// Config file (default: $ROHRPOST_CONFIG, config/rohrpost.toml, /etc/rohrpost/rohrpost.toml).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the SockJS conformance server (/echo, /close, /disabled_websocket_echo, /cookie_needed_echo).
+    SockjsTestServer {
+        #[arg(long, default_value_t = 8081)]
+        port: u16,
+        #[arg(long, default_value = "127.0.0.1")]
+        host: String,
+        /// Script the iframe page loads.
+        #[arg(long, default_value = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js")]
+        client_url: String,
+        /// Serve HTTPS/WSS with this PEM certificate chain (needs --tls-key).
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key for --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+    },
+    /// Load and validate the configuration and print the effective values.
+    CheckConfig {
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Write a self-signed development certificate (localhost, 127.0.0.1, ::1).
+    GenCert {
+        /// Directory for cert.pem and key.pem.
+        #[arg(long, default_value = "keys")]
+        dir: PathBuf,
+        /// Replace existing files.
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let cli = Cli::parse();
+    match cli.command {
+        Command::CheckConfig { config } => match Config::load(config.as_deref()) {
+            Ok(config) => {
+                match &config.source {
+                    Some(path) => println!("# effective configuration (file: {})", path.display()),
+                    None => println!("# effective configuration (no file; defaults and environment)"),
+                }
+                print!("{}", config.to_toml());
+                ExitCode::SUCCESS
+            }
+            Err(errors) => config_failed(&errors),
+        },
+        Command::Worker {
+            port,
+            index,
+            config,
+        } => {
+            let config = match Config::load(config.as_deref()) {
+                Ok(c) => c,
+                Err(errors) => return config_failed(&errors),
+            };
+            let port = match port {
+                Some(p) => p,
+                None => match config.http.worker_base_port.checked_add(index) {
+                    Some(p) => p,
+                    None => {
+                        eprintln!("error: worker index {index} puts the port past 65535");
+                        return ExitCode::from(2);
+                    }
+                },
+            };
+            run_system(rohrpost::worker::run(config, port))
+        }
+        Command::SockjsTestServer {
+            port,
+            host,
+            client_url,
+            tls_cert,
+            tls_key,
+        } => {
+            let tls = match (tls_cert, tls_key) {
+                (Some(cert), Some(key)) => Some(TlsFiles { cert, key }),
+                _ => None,
+            };
+            run_system(echo::run(TestServerArgs {
+                host,
+                port,
+                client_url,
+                tls,
+            }))
+        }
+        Command::GenCert { dir, force } => match tls::generate_dev_cert(&dir, force) {
+            Ok((files, true)) => {
+                println!("wrote {} and {}", files.cert.display(), files.key.display());
+                ExitCode::SUCCESS
+            }
+            Ok((files, false)) => {
+                println!(
+                    "kept existing {} and {} (use --force to replace)",
+                    files.cert.display(),
+                    files.key.display()
+                );
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+    }
+}
+
+fn config_failed(errors: &rohrpost::config::ConfigErrors) -> ExitCode {
+    for e in &errors.0 {
+        eprintln!("error: {e}");
+    }
+    ExitCode::from(2)
+}
+
+fn run_system(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
+    match actix_rt::System::new().block_on(fut) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

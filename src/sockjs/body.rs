@@ -1,0 +1,230 @@
+//! The HTTP side of receiving transports: a response body made of wrapped frames.
+//!
+//! Every HTTP receiving transport is the same machine with a different wrapping: it attaches a
+//! receiver to the session, writes an optional prelude, then writes each frame wrapped for the
+//! transport, and ends after one frame (polling), after a close frame, or once `response_limit`
+//! bytes of frames were written (streaming; the client then opens a new request).
+//! Client messages arrive separately (`xhr_send`, `jsonp_send`) through [`deliver`].
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::{BufMut, Bytes, BytesMut};
+use futures_util::Stream;
+use log::debug;
+
+use super::frames::{parse_client_payload, quote_script, Frame, FrameKind, PayloadError};
+use super::headers;
+use super::receiver::{self, FrameStream, ReceiverKind};
+use super::registry::{Lookup, Receive};
+use super::session::ClientMessages;
+use super::EndpointInner;
+
+/// How a transport wraps each frame.
+#[derive(Debug, Clone)]
+pub enum Wrap {
+    /// `frame\n` (xhr, xhr_streaming).
+    Newline,
+    /// `data: frame\r\n\r\n` (eventsource).
+    EventSource,
+    /// `<script>\np("frame");\n</script>\r\n` (htmlfile).
+    HtmlFile,
+    /// `callback("frame");\r\n` (jsonp).
+    Jsonp(String),
+}
+
+impl Wrap {
+    fn wrap(&self, frame: &Frame) -> Bytes {
+        let body = &frame.body;
+        match self {
+            Wrap::Newline => {
+                let mut out = BytesMut::with_capacity(body.len() + 1);
+                out.put_slice(body);
+                out.put_u8(b'\n');
+                out.freeze()
+            }
+            Wrap::EventSource => {
+                let mut out = BytesMut::with_capacity(body.len() + 10);
+                out.put_slice(b"data: ");
+                out.put_slice(body);
+                out.put_slice(b"\r\n\r\n");
+                out.freeze()
+            }
+            Wrap::HtmlFile => Bytes::from(format!(
+                "<script>\np({});\n</script>\r\n",
+                quote_script(frame.as_str())
+            )),
+            Wrap::Jsonp(callback) => Bytes::from(format!(
+                "{callback}({});\r\n",
+                quote_script(frame.as_str())
+            )),
+        }
+    }
+}
+
+/// What a receiving transport is: how it attaches, wraps and limits.
+pub struct ReceivingTransport {
+    pub kind: ReceiverKind,
+    pub wrap: Wrap,
+    pub prelude: Option<Bytes>,
+    pub content_type: &'static str,
+}
+
+/// Attaches a receiving request to session `id` (created if unknown) and streams its frames.
+pub async fn receive(
+    req: &HttpRequest,
+    endpoint: &EndpointInner,
+    id: Arc<str>,
+    transport: ReceivingTransport,
+) -> HttpResponse {
+    let (receiver, mut frames) = receiver::channel(transport.kind);
+    let handle = match endpoint.registry().send(Receive { id, receiver }).await {
+        Ok(handle) => handle,
+        Err(e) => return unavailable(e),
+    };
+    frames.set_session(handle.detach);
+
+    let limit = match transport.kind {
+        ReceiverKind::Polling => usize::MAX,
+        ReceiverKind::Streaming => endpoint.options.response_limit,
+    };
+    let mut res = HttpResponse::Ok();
+    res.content_type(transport.content_type);
+    headers::no_cache(&mut res);
+    headers::cors(req, &mut res);
+    headers::session_cookie(req, &endpoint.options, &mut res);
+    res.streaming(TransportBody {
+        prelude: transport.prelude,
+        frames,
+        wrap: transport.wrap,
+        sent: 0,
+        limit,
+        one_shot: transport.kind == ReceiverKind::Polling,
+        done: false,
+    })
+}
+
+/// Passes a sending request's body to session `id`. `form` bodies carry the payload in `d=`.
+pub async fn deliver(
+    req: &HttpRequest,
+    payload: web::Payload,
+    endpoint: &EndpointInner,
+    id: Arc<str>,
+    form: bool,
+) -> Result<(), HttpResponse> {
+    let options = &endpoint.options;
+    let body = match payload.to_bytes_limited(options.max_frame_bytes).await {
+        Ok(Ok(body)) => body,
+        Ok(Err(e)) => {
+            debug!("sockjs send body unreadable session={id} error={e}");
+            return Err(headers::error_500(req, options, "Payload expected."));
+        }
+        Err(_) => {
+            let mut res = HttpResponse::PayloadTooLarge();
+            headers::cors(req, &mut res);
+            return Err(res.content_type(headers::TEXT_PLAIN).body(format!(
+                "Payload larger than {} bytes.",
+                options.max_frame_bytes
+            )));
+        }
+    };
+    let handle = match endpoint.registry().send(Lookup { id: id.clone() }).await {
+        Ok(Some(handle)) => handle,
+        Ok(None) => return Err(HttpResponse::NotFound().finish()),
+        Err(e) => return Err(unavailable(e)),
+    };
+    let messages = if form {
+        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
+        let data = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| v);
+        match data {
+            Some(d) => parse_client_payload(d.as_bytes()),
+            None => Err(PayloadError::Empty),
+        }
+    } else {
+        parse_client_payload(&body)
+    };
+    match messages {
+        Ok(messages) => {
+            if !messages.is_empty() {
+                handle.incoming.do_send(ClientMessages(messages));
+            }
+            Ok(())
+        }
+        Err(e) => {
+            debug!("sockjs send rejected session={id} error={e}");
+            Err(headers::error_500(req, options, &e.to_string()))
+        }
+    }
+}
+
+fn unavailable(e: actix::MailboxError) -> HttpResponse {
+    log::warn!("sockjs session registry unavailable: {e}");
+    HttpResponse::ServiceUnavailable()
+        .content_type(headers::TEXT_PLAIN)
+        .body("Session registry unavailable, try again.")
+}
+
+/// The body of a receiving response.
+struct TransportBody {
+    prelude: Option<Bytes>,
+    frames: FrameStream,
+    wrap: Wrap,
+    sent: usize,
+    limit: usize,
+    one_shot: bool,
+    done: bool,
+}
+
+impl Stream for TransportBody {
+    type Item = Result<Bytes, actix_web::Error>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if let Some(prelude) = self.prelude.take() {
+            return Poll::Ready(Some(Ok(prelude)));
+        }
+        if self.done {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut self.frames).poll_next(cx)) {
+            None => {
+                self.done = true;
+                Poll::Ready(None)
+            }
+            Some(frame) => {
+                let bytes = self.wrap.wrap(&frame);
+                self.sent = self.sent.saturating_add(bytes.len());
+                if self.one_shot || frame.kind == FrameKind::Close || self.sent >= self.limit {
+                    self.done = true;
+                    self.frames.finish();
+                }
+                Poll::Ready(Some(Ok(bytes)))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sockjs::frames::EncodedMessage;
+
+    #[test]
+    fn wrapping_per_transport() {
+        let frame = Frame::messages(&[EncodedMessage::new("x")]);
+        assert_eq!(&Wrap::Newline.wrap(&frame)[..], b"a[\"x\"]\n");
+        assert_eq!(
+            &Wrap::EventSource.wrap(&frame)[..],
+            b"data: a[\"x\"]\r\n\r\n"
+        );
+        assert_eq!(
+            &Wrap::HtmlFile.wrap(&frame)[..],
+            b"<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n"
+        );
+        assert_eq!(
+            &Wrap::Jsonp("cb".into()).wrap(&Frame::open())[..],
+            b"cb(\"o\");\r\n"
+        );
+    }
+}

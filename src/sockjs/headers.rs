@@ -1,0 +1,107 @@
+//! Response headers every SockJS transport shares: CORS, caching and the `JSESSIONID` cookie.
+
+use std::time::{Duration, SystemTime};
+
+use actix_web::http::header::{self, HeaderValue};
+use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
+
+use super::options::SockjsOptions;
+
+/// `Cache-Control` for responses that must never be cached (GET transports, POSTs on iOS 6).
+pub const NO_CACHE: &str = "no-store, no-cache, must-revalidate, max-age=0";
+/// One year, the cache lifetime of the iframe page and of preflight answers.
+pub const ONE_YEAR_SECS: u64 = 31_536_000;
+
+/// `text/plain; charset=UTF-8`
+pub const TEXT_PLAIN: &str = "text/plain; charset=UTF-8";
+/// `application/javascript; charset=UTF-8`
+pub const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
+/// `application/json; charset=UTF-8`
+pub const JSON: &str = "application/json; charset=UTF-8";
+/// `text/html; charset=UTF-8`
+pub const HTML: &str = "text/html; charset=UTF-8";
+/// `text/event-stream; charset=UTF-8`
+pub const EVENT_STREAM: &str = "text/event-stream; charset=UTF-8";
+
+/// Adds CORS headers: the request's `Origin` echoed with credentials allowed, or `*` when the
+/// origin is absent or `null` (pages opened from `file://`), and the requested headers allowed.
+pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder) {
+    let origin = req
+        .headers()
+        .get(header::ORIGIN)
+        .filter(|o| !o.is_empty() && o.as_bytes() != b"null");
+    match origin {
+        Some(origin) => {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
+        }
+        None => {
+            res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
+        }
+    }
+    if let Some(requested) = req
+        .headers()
+        .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
+        .filter(|h| !h.is_empty())
+    {
+        res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone()));
+    }
+}
+
+/// Forbids caching.
+pub fn no_cache(res: &mut HttpResponseBuilder) {
+    res.insert_header((header::CACHE_CONTROL, NO_CACHE));
+}
+
+/// Allows caching for a year.
+pub fn cache_for_a_year(res: &mut HttpResponseBuilder) {
+    res.insert_header((
+        header::CACHE_CONTROL,
+        format!("public, max-age={ONE_YEAR_SECS}"),
+    ));
+    let expires = SystemTime::now() + Duration::from_secs(ONE_YEAR_SECS);
+    res.insert_header(header::Expires(expires.into()));
+}
+
+/// Sets `JSESSIONID` for sticky load balancers when the endpoint asks for it: the client's own
+/// value echoed, else `dummy`.
+pub fn session_cookie(req: &HttpRequest, options: &SockjsOptions, res: &mut HttpResponseBuilder) {
+    if !options.cookie_needed {
+        return;
+    }
+    let value = req
+        .cookie("JSESSIONID")
+        .map(|c| c.value().to_string())
+        .filter(|v| v.bytes().all(|b| b.is_ascii_graphic() && b != b';'))
+        .unwrap_or_else(|| "dummy".to_string());
+    if let Ok(v) = HeaderValue::from_str(&format!("JSESSIONID={value}; path=/")) {
+        res.insert_header((header::SET_COOKIE, v));
+    }
+}
+
+/// The answer to a CORS preflight (`OPTIONS`) for a URL allowing `methods`.
+pub fn preflight(req: &HttpRequest, methods: &'static str) -> HttpResponse {
+    let mut res = HttpResponse::NoContent();
+    cache_for_a_year(&mut res);
+    res.insert_header((header::ACCESS_CONTROL_MAX_AGE, ONE_YEAR_SECS.to_string()));
+    res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods));
+    cors(req, &mut res);
+    res.finish()
+}
+
+/// `405 Method Not Allowed` with an `Allow` header and no body or content type.
+pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
+    HttpResponse::MethodNotAllowed()
+        .insert_header((header::ALLOW, allow))
+        .finish()
+}
+
+/// A `500` with a plain-text message, as SockJS clients expect for bad requests.
+pub fn error_500(req: &HttpRequest, options: &SockjsOptions, message: &str) -> HttpResponse {
+    let mut res = HttpResponse::InternalServerError();
+    res.content_type(TEXT_PLAIN);
+    no_cache(&mut res);
+    cors(req, &mut res);
+    session_cookie(req, options, &mut res);
+    res.body(message.to_string())
+}

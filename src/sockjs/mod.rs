@@ -1,0 +1,126 @@
+//! A complete SockJS 0.3.3 server, independent of what sessions do.
+//!
+//! An [`Endpoint`] serves every SockJS URL below one prefix: the greeting, `/info`, the iframe
+//! page, raw and framed websockets, and the HTTP transports (`xhr`, `xhr_streaming`,
+//! `eventsource`, `htmlfile`, `jsonp`, with `xhr_send` and `jsonp_send`). Whatever the transport,
+//! each SockJS session is one [`Session`] actor running a [`SessionHandler`] — the application.
+//!
+//! Module map: [`frames`] (frame encoding and escaping), [`session`] (the session actor and
+//! handler interface), [`receiver`] (how transports attach), [`registry`] (session ids to actors),
+//! [`routes`] (URL parsing and dispatch), [`headers`] (CORS, caching, cookies), [`info`]
+//! (greeting, `/info`, iframe), [`body`] (HTTP receiving responses), and one file per transport
+//! family: [`xhr`], [`streaming`], [`jsonp`], [`websocket`].
+
+pub mod body;
+pub mod frames;
+pub mod headers;
+pub mod info;
+pub mod jsonp;
+pub mod options;
+pub mod receiver;
+pub mod registry;
+pub mod routes;
+pub mod session;
+pub mod streaming;
+pub mod websocket;
+pub mod xhr;
+
+use std::sync::{Arc, OnceLock};
+
+use actix::prelude::*;
+use actix_web::{web, Scope};
+
+pub use options::SockjsOptions;
+pub use session::{CloseCause, Session, SessionCtx, SessionHandle, SessionHandler};
+
+use receiver::Receiver;
+use registry::{Registry, SessionFactory};
+use session::Lifetime;
+
+/// Starts a websocket-bound session with its one receiver.
+pub type ConnectionFactory = Arc<dyn Fn(Arc<str>, Receiver) -> SessionHandle + Send + Sync>;
+
+/// One SockJS endpoint: its options, its session registry and how to make session handlers.
+#[derive(Clone)]
+pub struct Endpoint {
+    inner: Arc<EndpointInner>,
+}
+
+/// What the transports of an endpoint share.
+pub struct EndpointInner {
+    pub options: Arc<SockjsOptions>,
+    iframe: info::IframePage,
+    registry: OnceLock<Addr<Registry>>,
+    factory: SessionFactory,
+    connection_factory: ConnectionFactory,
+}
+
+impl EndpointInner {
+    /// The registry actor, started on first use on the thread that first needs it (with the
+    /// default of one server thread, the thread every session lives on).
+    fn registry(&self) -> Addr<Registry> {
+        self.registry
+            .get_or_init(|| Registry::new(self.factory.clone()).start())
+            .clone()
+    }
+}
+
+impl Endpoint {
+    /// An endpoint whose sessions run handlers made by `make_handler` (given the session id).
+    pub fn new<H, F>(options: SockjsOptions, make_handler: F) -> Self
+    where
+        H: SessionHandler,
+        F: Fn(&str) -> H + Send + Sync + 'static,
+    {
+        let options = Arc::new(options);
+        let make_handler = Arc::new(make_handler);
+
+        let opts = options.clone();
+        let make = make_handler.clone();
+        let factory: SessionFactory = Arc::new(move |id, first, gone, token| {
+            let handler = make(&id);
+            let addr = Session::start(
+                id,
+                opts.clone(),
+                Lifetime::Detachable,
+                first,
+                handler,
+                Some((gone, token)),
+            );
+            SessionHandle::from(&addr)
+        });
+
+        let opts = options.clone();
+        let connection_factory: ConnectionFactory = Arc::new(move |id, first| {
+            let handler = make_handler(&id);
+            let addr = Session::start(id, opts.clone(), Lifetime::Connection, first, handler, None);
+            SessionHandle::from(&addr)
+        });
+
+        Endpoint {
+            inner: Arc::new(EndpointInner {
+                iframe: info::IframePage::new(&options.client_url),
+                options,
+                registry: OnceLock::new(),
+                factory,
+                connection_factory,
+            }),
+        }
+    }
+
+    /// The actix-web scope serving this endpoint at its prefix.
+    pub fn service(&self) -> Scope {
+        web::scope(&self.inner.options.prefix)
+            .app_data(web::Data::from(self.inner.clone()))
+            .default_service(web::to(routes::entry))
+    }
+
+    pub fn options(&self) -> &SockjsOptions {
+        &self.inner.options
+    }
+
+    /// Number of sessions in the registry (HTTP transports; websocket sessions are not counted).
+    pub async fn registered_sessions(&self) -> usize {
+        self.inner.registry().send(registry::Count).await.unwrap_or(0)
+    }
+}

@@ -1,0 +1,62 @@
+//! Settings of one SockJS endpoint (one prefix).
+
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// What one SockJS endpoint needs to know; shared by its sessions and transports.
+#[derive(Debug, Clone)]
+pub struct SockjsOptions {
+    /// URL prefix, without a trailing slash (e.g. `/rohrpost`).
+    pub prefix: String,
+    /// Interval between heartbeat frames sent to an attached receiver.
+    pub heartbeat: Duration,
+    /// How long a session lives without a receiver, and how long a closed session keeps
+    /// answering with its close frame.
+    pub disconnect_delay: Duration,
+    /// Bytes of frames a streaming response carries before it is ended (the client reconnects).
+    pub response_limit: usize,
+    /// Whether websocket transports are offered (`/info`) and served.
+    pub websocket: bool,
+    /// Whether `JSESSIONID` cookies are set for sticky load balancers.
+    pub cookie_needed: bool,
+    /// Script URL the iframe page loads.
+    pub client_url: String,
+    /// Largest request body or websocket message accepted, in bytes.
+    pub max_frame_bytes: usize,
+    /// Messages a session holds for a client that is not receiving before it gives up on it.
+    pub outbound_queue: usize,
+}
+
+impl SockjsOptions {
+    /// The options of a worker's Rohrpost endpoint, from the configuration.
+    pub fn from_config(config: &Config) -> Self {
+        SockjsOptions {
+            prefix: config.sockjs.prefix.clone(),
+            heartbeat: config.sockjs.heartbeat,
+            disconnect_delay: config.sockjs.disconnect_delay,
+            response_limit: config.sockjs.response_limit,
+            websocket: config.sockjs.websocket,
+            cookie_needed: config.sockjs.cookie_needed,
+            client_url: config.sockjs_client_url(),
+            max_frame_bytes: config.limits.max_frame_bytes,
+            outbound_queue: config.limits.outbound_queue,
+        }
+    }
+}
+
+impl Default for SockjsOptions {
+    fn default() -> Self {
+        SockjsOptions {
+            prefix: "/rohrpost".into(),
+            heartbeat: Duration::from_secs(25),
+            disconnect_delay: Duration::from_secs(5),
+            response_limit: 128 * 1024,
+            websocket: true,
+            cookie_needed: false,
+            client_url: "/js/sockjs.min.js".into(),
+            max_frame_bytes: 1024 * 1024,
+            outbound_queue: 1024,
+        }
+    }
+}

@@ -1,0 +1,108 @@
+//! The session registry: which SockJS session id belongs to which running session actor.
+//!
+//! HTTP transports find their session here by the id in the URL; a receiving request for an
+//! unknown id creates the session (with that request as its first receiver), a sending request
+//! for an unknown id is a 404. Websocket sessions live exactly as long as their connection and
+//! are not registered (SockJS allows two websocket sessions to share an id).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use actix::prelude::*;
+
+use super::receiver::Receiver;
+use super::session::{Attach, SessionGone, SessionHandle};
+
+/// Creates a session actor for an id with its first receiver; `gone` must be told when it stops.
+pub type SessionFactory =
+    Arc<dyn Fn(Arc<str>, Receiver, Recipient<SessionGone>, u64) -> SessionHandle + Send + Sync>;
+
+/// The registry actor of one endpoint.
+pub struct Registry {
+    sessions: HashMap<Arc<str>, (SessionHandle, u64)>,
+    factory: SessionFactory,
+    next_token: u64,
+}
+
+impl Registry {
+    pub fn new(factory: SessionFactory) -> Self {
+        Registry {
+            sessions: HashMap::new(),
+            factory,
+            next_token: 0,
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+}
+
+/// A receiving request: attach to session `id`, creating it if unknown.
+#[derive(Message)]
+#[rtype(result = "SessionHandle")]
+pub struct Receive {
+    pub id: Arc<str>,
+    pub receiver: Receiver,
+}
+
+/// A sending request: the session `id`, if it exists.
+#[derive(Message)]
+#[rtype(result = "Option<SessionHandle>")]
+pub struct Lookup {
+    pub id: Arc<str>,
+}
+
+/// How many sessions are registered.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Count;
+
+impl Handler<Receive> for Registry {
+    type Result = MessageResult<Receive>;
+
+    fn handle(&mut self, msg: Receive, ctx: &mut Context<Self>) -> Self::Result {
+        if let Some((handle, _)) = self.sessions.get(&msg.id) {
+            handle.attach.do_send(Attach(msg.receiver));
+            return MessageResult(handle.clone());
+        }
+        self.next_token += 1;
+        let token = self.next_token;
+        let handle = (self.factory)(
+            msg.id.clone(),
+            msg.receiver,
+            ctx.address().recipient(),
+            token,
+        );
+        self.sessions.insert(msg.id, (handle.clone(), token));
+        MessageResult(handle)
+    }
+}
+
+impl Handler<Lookup> for Registry {
+    type Result = Option<SessionHandle>;
+
+    fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
+        self.sessions.get(&msg.id).map(|(h, _)| h.clone())
+    }
+}
+
+impl Handler<Count> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _msg: Count, _ctx: &mut Context<Self>) -> usize {
+        self.sessions.len()
+    }
+}
+
+impl Handler<SessionGone> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: SessionGone, _ctx: &mut Context<Self>) {
+        // Only forget the entry if it is still the session that stopped, not a newer one
+        // registered under the same id.
+        if self.sessions.get(&msg.id).is_some_and(|(_, t)| *t == msg.token) {
+            self.sessions.remove(&msg.id);
+        }
+    }
+}

@@ -1,0 +1,255 @@
+//! Websocket transports: framed (`/{server}/{session}/websocket`) and raw (`/websocket`).
+//!
+//! A websocket session lives exactly as long as its connection: the transport actor starts its
+//! session (with [`Lifetime::Connection`](super::session::Lifetime)) and is its only receiver.
+//! The framed transport carries SockJS frames as text messages and takes client messages as a
+//! JSON array or string; broken JSON ends the connection at once. The raw transport carries plain
+//! messages both ways, with no SockJS framing, for command-line and server-side clients.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web_actors::ws::{self, CloseCode, CloseReason, HandshakeError};
+use actix_http::ws::Item;
+use bytes::BytesMut;
+use log::debug;
+
+use super::frames::{parse_client_payload, Frame, FrameKind};
+use super::headers::TEXT_PLAIN;
+use super::receiver::{self, FrameStream, ReceiverKind};
+use super::session::{ClientMessages, SessionHandle};
+use super::EndpointInner;
+
+/// Which websocket flavour a connection speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flavour {
+    Framed,
+    Raw,
+}
+
+/// Upgrades the request and starts the transport actor, or explains why not.
+pub fn start(
+    req: &HttpRequest,
+    payload: web::Payload,
+    endpoint: Arc<EndpointInner>,
+    id: Arc<str>,
+    flavour: Flavour,
+) -> HttpResponse {
+    if let Err(e) = ws::handshake(req) {
+        return handshake_refused(e);
+    }
+    let max = endpoint.options.max_frame_bytes;
+    let transport = WsTransport {
+        endpoint,
+        id,
+        flavour,
+        session: None,
+        pending: None,
+        max,
+    };
+    match ws::WsResponseBuilder::new(transport, req, payload)
+        .frame_size(max)
+        .start()
+    {
+        Ok(res) => res,
+        Err(e) => {
+            debug!("websocket upgrade failed: {e}");
+            HttpResponse::BadRequest()
+                .content_type(TEXT_PLAIN)
+                .body(e.to_string())
+        }
+    }
+}
+
+fn handshake_refused(e: HandshakeError) -> HttpResponse {
+    let message = match e {
+        HandshakeError::GetMethodRequired => {
+            return super::headers::method_not_allowed("GET");
+        }
+        HandshakeError::NoWebsocketUpgrade => "Can \"Upgrade\" only to \"WebSocket\".",
+        HandshakeError::NoConnectionUpgrade => "\"Connection\" must be \"Upgrade\".",
+        HandshakeError::NoVersionHeader => "Missing \"Sec-WebSocket-Version\" header.",
+        HandshakeError::UnsupportedVersion => "Unsupported \"Sec-WebSocket-Version\".",
+        HandshakeError::BadWebsocketKey => "Missing or invalid \"Sec-WebSocket-Key\" header.",
+    };
+    HttpResponse::BadRequest()
+        .content_type(TEXT_PLAIN)
+        .body(message)
+}
+
+/// The transport actor of one websocket connection.
+struct WsTransport {
+    endpoint: Arc<EndpointInner>,
+    id: Arc<str>,
+    flavour: Flavour,
+    session: Option<SessionHandle>,
+    /// A fragmented text message being reassembled.
+    pending: Option<BytesMut>,
+    max: usize,
+}
+
+impl Actor for WsTransport {
+    type Context = ws::WebsocketContext<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let (receiver, mut frames): (_, FrameStream) = receiver::channel(ReceiverKind::Streaming);
+        let handle = (self.endpoint.connection_factory)(self.id.clone(), receiver);
+        frames.set_session(handle.detach.clone());
+        self.session = Some(handle);
+        ctx.add_stream(frames);
+    }
+}
+
+/// Frames from the session, out to the client.
+impl StreamHandler<Frame> for WsTransport {
+    fn handle(&mut self, frame: Frame, ctx: &mut Self::Context) {
+        match (self.flavour, frame.kind) {
+            (Flavour::Framed, FrameKind::Close) => {
+                ctx.text(frame.as_str());
+                ctx.close(Some(CloseReason::from(CloseCode::Normal)));
+                ctx.stop();
+            }
+            (Flavour::Framed, _) => ctx.text(frame.as_str()),
+            (Flavour::Raw, FrameKind::Open) => {}
+            (Flavour::Raw, FrameKind::Heartbeat) => ctx.ping(b""),
+            (Flavour::Raw, FrameKind::Messages) => {
+                let array = frame.body.get(1..).unwrap_or_default();
+                match serde_json::from_slice::<Vec<String>>(array) {
+                    Ok(messages) => messages.into_iter().for_each(|m| ctx.text(m)),
+                    Err(e) => log::error!("undecodable message frame for raw websocket: {e}"),
+                }
+            }
+            (Flavour::Raw, FrameKind::Close) => {
+                ctx.close(Some(raw_close_reason(&frame)));
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        // The session ended and let go of us.
+        ctx.stop();
+    }
+}
+
+/// Messages from the client, in to the session.
+impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
+    fn handle(&mut self, msg: Result<ws::Message, ws::ProtocolError>, ctx: &mut Self::Context) {
+        let msg = match msg {
+            Ok(msg) => msg,
+            Err(e) => {
+                debug!("websocket protocol error session={} error={e}", self.id);
+                let code = match e {
+                    ws::ProtocolError::Overflow => CloseCode::Size,
+                    _ => CloseCode::Protocol,
+                };
+                ctx.close(Some(CloseReason {
+                    code,
+                    description: Some(e.to_string()),
+                }));
+                ctx.stop();
+                return;
+            }
+        };
+        match msg {
+            ws::Message::Text(text) => self.incoming(text.as_bytes(), ctx),
+            ws::Message::Continuation(item) => self.continuation(item, ctx),
+            ws::Message::Ping(bytes) => ctx.pong(&bytes),
+            ws::Message::Pong(_) | ws::Message::Nop => {}
+            ws::Message::Binary(_) => {
+                ctx.close(Some(CloseReason {
+                    code: CloseCode::Unsupported,
+                    description: Some("binary messages are not supported".into()),
+                }));
+                ctx.stop();
+            }
+            ws::Message::Close(reason) => {
+                ctx.close(reason);
+                ctx.stop();
+            }
+        }
+    }
+}
+
+impl WsTransport {
+    fn incoming(&mut self, text: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
+        let Some(session) = &self.session else {
+            return;
+        };
+        match self.flavour {
+            Flavour::Raw => match std::str::from_utf8(text) {
+                Ok(text) => session
+                    .incoming
+                    .do_send(ClientMessages(vec![text.to_string()])),
+                Err(_) => ctx.stop(),
+            },
+            Flavour::Framed => {
+                if text.is_empty() {
+                    return;
+                }
+                match parse_client_payload(text) {
+                    Ok(messages) if messages.is_empty() => {}
+                    Ok(messages) => session.incoming.do_send(ClientMessages(messages)),
+                    Err(e) => {
+                        // SockJS: broken data ends the connection abruptly.
+                        debug!("websocket payload rejected session={} error={e}", self.id);
+                        ctx.stop();
+                    }
+                }
+            }
+        }
+    }
+
+    fn continuation(&mut self, item: Item, ctx: &mut ws::WebsocketContext<Self>) {
+        let is_last = matches!(item, Item::Last(_));
+        match item {
+            Item::FirstText(bytes) => self.pending = Some(BytesMut::from(&bytes[..])),
+            Item::FirstBinary(_) => {
+                ctx.close(Some(CloseCode::Unsupported.into()));
+                ctx.stop();
+            }
+            Item::Continue(bytes) | Item::Last(bytes) => {
+                let last = is_last;
+                let Some(pending) = self.pending.as_mut() else {
+                    ctx.close(Some(CloseCode::Protocol.into()));
+                    ctx.stop();
+                    return;
+                };
+                if pending.len() + bytes.len() > self.max {
+                    ctx.close(Some(CloseReason {
+                        code: CloseCode::Size,
+                        description: Some(format!("message larger than {} bytes", self.max)),
+                    }));
+                    ctx.stop();
+                    return;
+                }
+                pending.extend_from_slice(&bytes);
+                if last {
+                    if let Some(whole) = self.pending.take() {
+                        self.incoming(&whole, ctx);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The websocket close reason for a raw connection, from a SockJS close frame. Codes a websocket
+/// may not carry (SockJS's 2010, say) become 1000.
+fn raw_close_reason(frame: &Frame) -> CloseReason {
+    let parsed: Option<(u16, String)> = frame
+        .body
+        .get(1..)
+        .and_then(|b| serde_json::from_slice(b).ok());
+    let (code, reason) = parsed.unwrap_or((1000, String::new()));
+    let code = if (3000..=4999).contains(&code) || (1000..=1014).contains(&code) {
+        CloseCode::from(code)
+    } else {
+        CloseCode::Normal
+    };
+    CloseReason {
+        code,
+        description: Some(reason),
+    }
+}
