@@ -487,3 +487,6 @@ impl SessionCore {
     }
 }
 
+
+#[cfg(test)]
+mod tests;

@@ -73,7 +73,7 @@ describe('SockJS over https (self-signed dev certificate)', () => {
  * Registers before/after hooks in the current describe that start (and stop)
  * a page server and a rohrpost SockJS server on two loopback ports; with
  * `tls`, both serve https from a certificate made by `rohrpost gen-cert`.
- * Returns the object the hooks fill in: { tls, page, sockjs }.
+ * Returns the object the hooks fill in: { tls, page, sockjs, certDir }.
  */
 function serverPair({ tls }) {
   const env = { tls, page: null, sockjs: null, certDir: null };
@@ -111,7 +111,7 @@ async function assertRoundTrip(env, transport) {
 
     const explain = () =>
       [
-        `transport ${transport}: ${result.error ?? 'echoes differ'}`,
+        `transport ${transport}: ${result.error ?? 'all echoes arrived'}`,
         `sockjs-client used transport: ${result.transport}; close: ${JSON.stringify(result.close)}`,
         '--- browser ---',
         pageEvents(),
@@ -120,7 +120,7 @@ async function assertRoundTrip(env, transport) {
       ].join('\n');
 
     assert.equal(result.error, null, explain());
-    assert.equal(result.transport, transport, `sockjs-client fell back to another transport\n${explain()}`);
+    assert.equal(result.transport, transport, `sockjs-client did not use the forced transport\n${explain()}`);
     assert.equal(result.echoes.length, MESSAGES.length, explain());
     const differences = MESSAGES.flatMap((sent, i) => {
       const diff = describeDifference(result.echoes[i], sent.text);

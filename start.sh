@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Development start: builds Rohrpost, fetches the SockJS browser client, makes a development TLS
+# certificate if there is none, and runs a worker serving SockJS with the committed config.
+# Usage: ./start.sh [extra rohrpost worker args]
+set -euo pipefail
+cd "$(dirname "$0")"
+
+# The SockJS browser client, from npm (never committed): served under /js/.
+if [ ! -f static/js/sockjs.min.js ]; then
+  command -v npm >/dev/null || { echo "start.sh: npm is needed to fetch sockjs-client" >&2; exit 1; }
+  (cd test/browser && npm ci --no-audit --no-fund --silent)
+  mkdir -p static/js
+  cp test/browser/node_modules/sockjs-client/dist/sockjs.min.js static/js/sockjs.min.js
+fi
+
+cargo build --release
+# A self-signed certificate for localhost, used when tls.enabled = true.
+./target/release/rohrpost gen-cert --dir keys
+./target/release/rohrpost check-config >/dev/null
+exec ./target/release/rohrpost worker --index 0 "$@"
