@@ -238,7 +238,9 @@ pub enum ConfigError {
          (`http.worker_base_port` + `workers.count`)"
     )]
     PortCollision { main: u16, first: u16, last: u16 },
-    #[error("config key `{key}`: {value:?} is not a duration (use e.g. \"25s\", \"500ms\", \"10m\")")]
+    #[error(
+        "config key `{key}`: {value:?} is not a duration (use e.g. \"25s\", \"500ms\", \"10m\")"
+    )]
     Duration { key: &'static str, value: String },
     #[error("config key `{key}`: must be greater than zero")]
     Zero { key: &'static str },

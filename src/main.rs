@@ -10,7 +10,11 @@ use rohrpost::echo::{self, TestServerArgs};
 use rohrpost::tls::{self, TlsFiles};
 
 #[derive(Parser)]
-#[command(name = "rohrpost", version, about = "A real-time gateway: SockJS sessions for browsers, Redis and HTTP for backends")]
+#[command(
+    name = "rohrpost",
+    version,
+    about = "A real-time gateway: SockJS sessions for browsers, Redis and HTTP for backends"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -37,7 +41,10 @@ enum Command {
         #[arg(long, default_value = "127.0.0.1")]
         host: String,
         /// Script the iframe page loads.
-        #[arg(long, default_value = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js")]
+        #[arg(
+            long,
+            default_value = "https://cdn.jsdelivr.net/npm/sockjs-client@1/dist/sockjs.min.js"
+        )]
         client_url: String,
         /// Serve HTTPS/WSS with this PEM certificate chain (needs --tls-key).
         #[arg(long, requires = "tls_key")]
@@ -72,7 +79,9 @@ fn main() -> ExitCode {
             Ok(config) => {
                 match &config.source {
                     Some(path) => println!("# effective configuration (file: {})", path.display()),
-                    None => println!("# effective configuration (no file; defaults and environment)"),
+                    None => {
+                        println!("# effective configuration (no file; defaults and environment)")
+                    }
                 }
                 print!("{}", config.to_toml());
                 ExitCode::SUCCESS

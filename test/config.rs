@@ -11,7 +11,9 @@ const BIN: &str = env!("CARGO_BIN_EXE_rohrpost");
 
 fn run(args: &[&str], env: &[(&str, &str)], dir: &Path) -> Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(dir).env_remove("ROHRPOST_CONFIG");
+    cmd.args(args)
+        .current_dir(dir)
+        .env_remove("ROHRPOST_CONFIG");
     for (k, _) in std::env::vars() {
         if k.starts_with("ROHRPOST__") {
             cmd.env_remove(k);
@@ -40,7 +42,10 @@ fn check(toml: &str, env: &[(&str, &str)]) -> (i32, String, String) {
 }
 
 fn error_lines(stderr: &str) -> Vec<&str> {
-    stderr.lines().filter(|l| l.starts_with("error: ")).collect()
+    stderr
+        .lines()
+        .filter(|l| l.starts_with("error: "))
+        .collect()
 }
 
 #[test]
@@ -48,7 +53,11 @@ fn committed_config_is_valid_and_printed() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = run(&["check-config"], &[], root);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("config/rohrpost.toml"), "{stdout}");
     assert!(stdout.contains("main_port = 3000"), "{stdout}");
     assert!(stdout.contains("prefix = \"/rohrpost\""), "{stdout}");
@@ -106,7 +115,10 @@ fn main_port_colliding_with_a_worker_port_is_reported() {
 
 #[test]
 fn worker_ports_past_65535_are_reported() {
-    let (code, _, stderr) = check("[http]\nworker_base_port = 65534\n[workers]\ncount = 4\n", &[]);
+    let (code, _, stderr) = check(
+        "[http]\nworker_base_port = 65534\n[workers]\ncount = 4\n",
+        &[],
+    );
     assert_eq!(code, 2);
     assert!(
         stderr.contains("`http.worker_base_port`: worker ports 65534..=65537 run past 65535"),
@@ -151,7 +163,11 @@ fn missing_tls_files_are_reported() {
 fn unusable_tls_key_is_reported() {
     let dir = tempfile::tempdir().unwrap();
     let cert_dir = dir.path().join("keys");
-    let out = run(&["gen-cert", "--dir", cert_dir.to_str().unwrap()], &[], dir.path());
+    let out = run(
+        &["gen-cert", "--dir", cert_dir.to_str().unwrap()],
+        &[],
+        dir.path(),
+    );
     assert!(out.status.success());
     std::fs::write(cert_dir.join("key.pem"), "garbage").unwrap();
     let toml = format!(

@@ -56,10 +56,9 @@ impl Wrap {
                 "<script>\np({});\n</script>\r\n",
                 quote_script(frame.as_str())
             )),
-            Wrap::Jsonp(callback) => Bytes::from(format!(
-                "{callback}({});\r\n",
-                quote_script(frame.as_str())
-            )),
+            Wrap::Jsonp(callback) => {
+                Bytes::from(format!("{callback}({});\r\n", quote_script(frame.as_str())))
+            }
         }
     }
 }

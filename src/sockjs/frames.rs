@@ -289,12 +289,21 @@ mod tests {
 
     #[test]
     fn client_payloads() {
-        assert_eq!(parse_client_payload(br#"["a","b"]"#), Ok(vec!["a".into(), "b".into()]));
+        assert_eq!(
+            parse_client_payload(br#"["a","b"]"#),
+            Ok(vec!["a".into(), "b".into()])
+        );
         assert_eq!(parse_client_payload(br#""a""#), Ok(vec!["a".into()]));
         assert_eq!(parse_client_payload(b""), Err(PayloadError::Empty));
         assert_eq!(parse_client_payload(b"  "), Err(PayloadError::Empty));
-        assert_eq!(parse_client_payload(br#"["a"#), Err(PayloadError::BrokenJson));
-        assert_eq!(parse_client_payload(br#"[1]"#), Err(PayloadError::BrokenJson));
+        assert_eq!(
+            parse_client_payload(br#"["a"#),
+            Err(PayloadError::BrokenJson)
+        );
+        assert_eq!(
+            parse_client_payload(br#"[1]"#),
+            Err(PayloadError::BrokenJson)
+        );
         assert_eq!(
             parse_client_payload(br#"["\u2028\ud83d\ude00"]"#),
             Ok(vec!["\u{2028}😀".into()])

@@ -121,6 +121,10 @@ impl Endpoint {
 
     /// Number of sessions in the registry (HTTP transports; websocket sessions are not counted).
     pub async fn registered_sessions(&self) -> usize {
-        self.inner.registry().send(registry::Count).await.unwrap_or(0)
+        self.inner
+            .registry()
+            .send(registry::Count)
+            .await
+            .unwrap_or(0)
     }
 }

@@ -101,7 +101,11 @@ impl Handler<SessionGone> for Registry {
     fn handle(&mut self, msg: SessionGone, _ctx: &mut Context<Self>) {
         // Only forget the entry if it is still the session that stopped, not a newer one
         // registered under the same id.
-        if self.sessions.get(&msg.id).is_some_and(|(_, t)| *t == msg.token) {
+        if self
+            .sessions
+            .get(&msg.id)
+            .is_some_and(|(_, t)| *t == msg.token)
+        {
             self.sessions.remove(&msg.id);
         }
     }

@@ -106,17 +106,25 @@ pub async fn entry(
         Route::Info => headers::method_not_allowed("OPTIONS, GET"),
         Route::Iframe if method == Method::GET => endpoint.iframe.respond(&req),
         Route::Iframe => headers::method_not_allowed("GET"),
-        Route::RawWebsocket | Route::Session { transport: Transport::Websocket, .. }
-            if !endpoint.options.websocket =>
-        {
-            HttpResponse::NotFound().finish()
-        }
+        Route::RawWebsocket
+        | Route::Session {
+            transport: Transport::Websocket,
+            ..
+        } if !endpoint.options.websocket => HttpResponse::NotFound().finish(),
         Route::RawWebsocket => {
             let id: Arc<str> = Arc::from(format!("raw-{:032x}", rand::random::<u128>()));
             websocket::start(&req, payload, endpoint, id, Flavour::Raw)
         }
         Route::Session { session, transport } => {
-            session_request(req, payload, endpoint, Arc::from(session), transport, method).await
+            session_request(
+                req,
+                payload,
+                endpoint,
+                Arc::from(session),
+                transport,
+                method,
+            )
+            .await
         }
         Route::NotFound => HttpResponse::NotFound().finish(),
     }
@@ -141,7 +149,11 @@ async fn session_request(
         Method::GET
     };
     if method != expected {
-        return headers::method_not_allowed(if post_transport { "OPTIONS, POST" } else { "GET" });
+        return headers::method_not_allowed(if post_transport {
+            "OPTIONS, POST"
+        } else {
+            "GET"
+        });
     }
     match transport {
         Websocket => websocket::start(&req, payload, endpoint, id, Flavour::Framed),

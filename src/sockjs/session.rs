@@ -206,7 +206,11 @@ impl<H: SessionHandler> Actor for Session<H> {
     fn stopped(&mut self, _ctx: &mut Context<Self>) {
         if !self.core.close_reported {
             self.core.close_reported = true;
-            let cause = self.core.pending_cause.take().unwrap_or(CloseCause::TimedOut);
+            let cause = self
+                .core
+                .pending_cause
+                .take()
+                .unwrap_or(CloseCause::TimedOut);
             self.handler.on_close(cause);
         }
         if let Some((gone, token)) = self.gone.take() {
@@ -388,15 +392,15 @@ impl SessionCore {
                         tx.reserve_owned().await.is_ok()
                     })
                     .map(move |ok, act: &mut Session<H>, ctx| {
-                            let core = &mut act.core;
-                            if core.receiver.as_ref().map(|r| r.id) != Some(id) {
-                                return;
-                            }
-                            core.awaiting_capacity = false;
-                            if ok {
-                                core.flush(ctx);
-                            }
-                        }),
+                        let core = &mut act.core;
+                        if core.receiver.as_ref().map(|r| r.id) != Some(id) {
+                            return;
+                        }
+                        core.awaiting_capacity = false;
+                        if ok {
+                            core.flush(ctx);
+                        }
+                    }),
                 );
             }
             Err(tokio::sync::mpsc::error::TrySendError::Closed(())) => {
@@ -486,7 +490,6 @@ impl SessionCore {
         }));
     }
 }
-
 
 #[cfg(test)]
 mod tests;

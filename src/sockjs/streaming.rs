@@ -32,7 +32,11 @@ pub async fn xhr_streaming(
 }
 
 /// `GET .../eventsource`: server-sent events, after an empty line (for Opera).
-pub async fn eventsource(req: &HttpRequest, endpoint: &EndpointInner, id: Arc<str>) -> HttpResponse {
+pub async fn eventsource(
+    req: &HttpRequest,
+    endpoint: &EndpointInner,
+    id: Arc<str>,
+) -> HttpResponse {
     let transport = ReceivingTransport {
         kind: ReceiverKind::Streaming,
         wrap: Wrap::EventSource,

@@ -9,9 +9,9 @@
 use std::sync::Arc;
 
 use actix::prelude::*;
+use actix_http::ws::Item;
 use actix_web::{web, HttpRequest, HttpResponse};
 use actix_web_actors::ws::{self, CloseCode, CloseReason, HandshakeError};
-use actix_http::ws::Item;
 use bytes::BytesMut;
 use log::debug;
 
