@@ -90,10 +90,7 @@ pub async fn receive(
         ReceiverKind::Streaming => endpoint.options.response_limit,
     };
     let mut res = HttpResponse::Ok();
-    res.content_type(transport.content_type);
-    headers::no_cache(&mut res);
-    headers::cors(req, &mut res);
-    headers::session_cookie(req, &endpoint.options, &mut res);
+    headers::session_response(req, &endpoint.options, &mut res, transport.content_type);
     res.streaming(TransportBody {
         prelude: transport.prelude,
         frames,

@@ -96,12 +96,23 @@ pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
         .finish()
 }
 
+/// The headers of every response about a session: its content type, no caching, CORS and the
+/// `JSESSIONID` cookie when wanted.
+pub fn session_response(
+    req: &HttpRequest,
+    options: &SockjsOptions,
+    res: &mut HttpResponseBuilder,
+    content_type: &'static str,
+) {
+    res.content_type(content_type);
+    no_cache(res);
+    cors(req, res);
+    session_cookie(req, options, res);
+}
+
 /// A `500` with a plain-text message, as SockJS clients expect for bad requests.
 pub fn error_500(req: &HttpRequest, options: &SockjsOptions, message: &str) -> HttpResponse {
     let mut res = HttpResponse::InternalServerError();
-    res.content_type(TEXT_PLAIN);
-    no_cache(&mut res);
-    cors(req, &mut res);
-    session_cookie(req, options, &mut res);
+    session_response(req, options, &mut res, TEXT_PLAIN);
     res.body(message.to_string())
 }

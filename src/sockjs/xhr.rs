@@ -31,9 +31,6 @@ pub async fn send(
         return res;
     }
     let mut res = HttpResponse::NoContent();
-    res.content_type(TEXT_PLAIN);
-    headers::no_cache(&mut res);
-    headers::cors(req, &mut res);
-    headers::session_cookie(req, &endpoint.options, &mut res);
+    headers::session_response(req, &endpoint.options, &mut res, TEXT_PLAIN);
     res.finish()
 }
