@@ -16,4 +16,5 @@ pub mod config;
 pub mod echo;
 pub mod sockjs;
 pub mod tls;
+pub mod topics;
 pub mod worker;
