@@ -46,9 +46,19 @@ impl Wrap {
                 out.freeze()
             }
             Wrap::EventSource => {
+                // sockjs-client runs `decodeURI` on each event, so `%` must travel as `%25`
+                // (and line breaks or NUL, which JSON already escapes, could not end the event).
                 let mut out = BytesMut::with_capacity(body.len() + 10);
                 out.put_slice(b"data: ");
-                out.put_slice(body);
+                for &b in body.iter() {
+                    match b {
+                        b'%' => out.put_slice(b"%25"),
+                        b'\r' => out.put_slice(b"%0D"),
+                        b'\n' => out.put_slice(b"%0A"),
+                        0 => out.put_slice(b"%00"),
+                        _ => out.put_u8(b),
+                    }
+                }
                 out.put_slice(b"\r\n\r\n");
                 out.freeze()
             }
@@ -217,6 +227,10 @@ mod tests {
         assert_eq!(
             &Wrap::HtmlFile.wrap(&frame)[..],
             b"<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n"
+        );
+        assert_eq!(
+            &Wrap::EventSource.wrap(&Frame::messages(&[EncodedMessage::new("a%41b")]))[..],
+            b"data: a[\"a%2541b\"]\r\n\r\n"
         );
         assert_eq!(
             &Wrap::Jsonp("cb".into()).wrap(&Frame::open())[..],

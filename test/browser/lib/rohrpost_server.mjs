@@ -2,7 +2,7 @@
 // (`rohrpost gen-cert`) and the SockJS test server (`rohrpost
 // sockjs-test-server`), started on a free loopback port and polled until its
 // `/echo/info` answers. Every wait here is bounded, and a started server is
-// killed by `stop()` or, failing that, when the test process exits.
+// killed by `stop()` or, failing that, when the test process exits or dies.
 
 import { execFile, spawn } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -35,7 +35,11 @@ export async function generateDevCert(dir) {
   await promisify(execFile)(ROHRPOST_BIN, ['gen-cert', '--dir', dir], {
     timeout: GEN_CERT_TIMEOUT_MS,
   });
-  return { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  const files = { cert: path.join(dir, 'cert.pem'), key: path.join(dir, 'key.pem') };
+  for (const file of Object.values(files)) {
+    if (!existsSync(file)) throw new Error(`${ROHRPOST_BIN} gen-cert --dir ${dir} wrote no ${file}`);
+  }
+  return files;
 }
 
 /**
