@@ -18,6 +18,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::topics::Pattern;
+
 /// Environment variable naming the config file when `--config` is not given.
 pub const CONFIG_ENV: &str = "ROHRPOST_CONFIG";
 /// Config file used when neither `--config` nor `$ROHRPOST_CONFIG` names one.
@@ -35,6 +37,10 @@ pub struct Config {
     pub tls: TlsConfig,
     pub sockjs: SockjsConfig,
     pub limits: LimitsConfig,
+    pub broker: BrokerConfig,
+    pub sessions: SessionsConfig,
+    pub http_topics: Vec<HttpTopicRule>,
+    pub compat: CompatConfig,
 }
 
 /// `[http]`: addresses and ports.
@@ -47,6 +53,8 @@ pub struct HttpConfig {
     pub connect_path: String,
     /// `None` when static files are disabled (`static_dir = ""`).
     pub static_dir: Option<PathBuf>,
+    /// HTTP backend requests one worker has open at once.
+    pub max_in_flight: usize,
 }
 
 /// `[workers]`: how many worker processes and threads per worker.
@@ -83,6 +91,50 @@ pub struct LimitsConfig {
     pub max_frame_bytes: usize,
     /// Messages a session may hold for a client that is not currently receiving.
     pub outbound_queue: usize,
+    /// Longest topic or pattern, in bytes.
+    pub max_topic_len: usize,
+    /// Largest client message (one SockJS message), in bytes.
+    pub max_message_bytes: usize,
+}
+
+/// Which broker carries messages between workers, machines and backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BrokerKind {
+    /// Redis pub/sub and keys (`broker.redis_url`).
+    Redis,
+}
+
+/// `[broker]`.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub kind: BrokerKind,
+    pub redis_url: String,
+}
+
+/// `[sessions]`: Rohrpost sessions (whitelists, data, resume tokens).
+#[derive(Debug, Clone)]
+pub struct SessionsConfig {
+    /// HMAC key of resume tokens; `None`: generated once and shared through the broker.
+    pub secret: Option<String>,
+    pub ttl: Duration,
+    pub handshake_timeout: Duration,
+    pub default_whitelist: Vec<Pattern>,
+}
+
+/// One `[[http_topics]]` rule: client messages on matching topics go to an HTTP endpoint.
+#[derive(Debug, Clone)]
+pub struct HttpTopicRule {
+    pub pattern: Pattern,
+    pub url: String,
+    pub timeout: Duration,
+    pub headers: Vec<(String, String)>,
+}
+
+/// `[compat]`: compatibility with Rohrpost 0.x clients.
+#[derive(Debug, Clone)]
+pub struct CompatConfig {
+    pub legacy_handshake: bool,
 }
 
 impl Config {
@@ -101,6 +153,8 @@ impl Config {
             config::Environment::with_prefix("ROHRPOST")
                 .prefix_separator("__")
                 .separator("__")
+                .list_separator(",")
+                .with_list_parse_key("sessions.default_whitelist")
                 .try_parsing(true),
         );
         let merged = builder
@@ -121,6 +175,7 @@ impl Config {
                 main_port: self.http.main_port.into(),
                 worker_base_port: self.http.worker_base_port.into(),
                 connect_path: self.http.connect_path.clone(),
+                max_in_flight: self.http.max_in_flight as i64,
                 static_dir: self
                     .http
                     .static_dir
@@ -149,6 +204,41 @@ impl Config {
             limits: RawLimits {
                 max_frame_bytes: self.limits.max_frame_bytes as i64,
                 outbound_queue: self.limits.outbound_queue as i64,
+                max_topic_len: self.limits.max_topic_len as i64,
+                max_message_bytes: self.limits.max_message_bytes as i64,
+            },
+            broker: RawBroker {
+                kind: self.broker.kind,
+                redis_url: self.broker.redis_url.clone(),
+            },
+            sessions: RawSessions {
+                secret: self
+                    .sessions
+                    .secret
+                    .as_ref()
+                    .map(|_| "(set)".to_string())
+                    .unwrap_or_default(),
+                ttl: format_duration(self.sessions.ttl),
+                handshake_timeout: format_duration(self.sessions.handshake_timeout),
+                default_whitelist: self
+                    .sessions
+                    .default_whitelist
+                    .iter()
+                    .map(|p| p.to_string())
+                    .collect(),
+            },
+            http_topics: self
+                .http_topics
+                .iter()
+                .map(|r| RawHttpTopic {
+                    pattern: r.pattern.to_string(),
+                    url: r.url.clone(),
+                    timeout: format_duration(r.timeout),
+                    headers: r.headers.iter().cloned().collect(),
+                })
+                .collect(),
+            compat: RawCompat {
+                legacy_handshake: self.compat.legacy_handshake,
             },
         }
     }
@@ -262,6 +352,20 @@ pub enum ConfigError {
         path: PathBuf,
         reason: String,
     },
+    #[error("config key `{key}`: {value:?} is not a duration (use e.g. \"5s\", \"500ms\")")]
+    DurationAt { key: String, value: String },
+    #[error("config key `{key}`: {value:?} is not a valid topic pattern: {reason}")]
+    Pattern {
+        key: String,
+        value: String,
+        reason: String,
+    },
+    #[error("config key `broker.redis_url`: {value:?} is not a Redis URL: {reason}")]
+    RedisUrl { value: String, reason: String },
+    #[error("config key `{key}`: {value:?} is not an http:// or https:// URL with a host")]
+    HttpUrl { key: String, value: String },
+    #[error("config key `{key}`: {value:?} is not a valid HTTP header name")]
+    HeaderName { key: String, value: String },
     #[error("config keys `tls.cert`/`tls.key`: {0}")]
     Tls(String),
     #[error("config key `{key}`: must not be empty")]
@@ -301,6 +405,11 @@ pub struct RawConfig {
     pub tls: RawTls,
     pub sockjs: RawSockjs,
     pub limits: RawLimits,
+    pub broker: RawBroker,
+    pub sessions: RawSessions,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub http_topics: Vec<RawHttpTopic>,
+    pub compat: RawCompat,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -312,6 +421,7 @@ pub struct RawHttp {
     pub worker_base_port: i64,
     pub connect_path: String,
     pub static_dir: String,
+    pub max_in_flight: i64,
 }
 
 impl Default for RawHttp {
@@ -323,6 +433,7 @@ impl Default for RawHttp {
             worker_base_port: 3001,
             connect_path: "/connect".into(),
             static_dir: "static".into(),
+            max_in_flight: 256,
         }
     }
 }
@@ -394,6 +505,8 @@ impl Default for RawSockjs {
 pub struct RawLimits {
     pub max_frame_bytes: i64,
     pub outbound_queue: i64,
+    pub max_topic_len: i64,
+    pub max_message_bytes: i64,
 }
 
 impl Default for RawLimits {
@@ -401,8 +514,67 @@ impl Default for RawLimits {
         RawLimits {
             max_frame_bytes: 1024 * 1024,
             outbound_queue: 1024,
+            max_topic_len: 256,
+            max_message_bytes: 64 * 1024,
         }
     }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawBroker {
+    pub kind: BrokerKind,
+    pub redis_url: String,
+}
+
+impl Default for RawBroker {
+    fn default() -> Self {
+        RawBroker {
+            kind: BrokerKind::Redis,
+            redis_url: "redis://127.0.0.1:6379/".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawSessions {
+    pub secret: String,
+    pub ttl: String,
+    pub handshake_timeout: String,
+    pub default_whitelist: Vec<String>,
+}
+
+impl Default for RawSessions {
+    fn default() -> Self {
+        RawSessions {
+            secret: String::new(),
+            ttl: "10m".into(),
+            handshake_timeout: "10s".into(),
+            default_whitelist: Vec::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHttpTopic {
+    pub pattern: String,
+    pub url: String,
+    #[serde(default = "default_http_timeout")]
+    pub timeout: String,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, String>,
+}
+
+fn default_http_timeout() -> String {
+    "5s".into()
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCompat {
+    pub legacy_handshake: bool,
 }
 
 impl RawConfig {
@@ -447,24 +619,18 @@ impl RawConfig {
             }
         }
 
-        let mut duration = |key: &'static str, value: &str| -> Duration {
-            match humantime::parse_duration(value.trim()) {
-                Ok(d) if !d.is_zero() => d,
-                Ok(_) => {
-                    errors.push(ConfigError::Zero { key });
-                    Duration::ZERO
-                }
-                Err(_) => {
-                    errors.push(ConfigError::Duration {
-                        key,
-                        value: value.to_string(),
-                    });
-                    Duration::ZERO
-                }
-            }
-        };
-        let heartbeat = duration("sockjs.heartbeat", &self.sockjs.heartbeat);
-        let disconnect_delay = duration("sockjs.disconnect_delay", &self.sockjs.disconnect_delay);
+        let heartbeat = duration(&mut errors, "sockjs.heartbeat", &self.sockjs.heartbeat);
+        let disconnect_delay = duration(
+            &mut errors,
+            "sockjs.disconnect_delay",
+            &self.sockjs.disconnect_delay,
+        );
+        let ttl = duration(&mut errors, "sessions.ttl", &self.sessions.ttl);
+        let handshake_timeout = duration(
+            &mut errors,
+            "sessions.handshake_timeout",
+            &self.sessions.handshake_timeout,
+        );
 
         let response_limit = checked_range(
             &mut errors,
@@ -490,6 +656,97 @@ impl RawConfig {
             1_000_000,
             "1..=1000000 messages",
         );
+
+        let max_topic_len = checked_range(
+            &mut errors,
+            "limits.max_topic_len",
+            self.limits.max_topic_len,
+            1,
+            65_536,
+            "1..=65536 bytes",
+        ) as usize;
+        let max_message_bytes = checked_range(
+            &mut errors,
+            "limits.max_message_bytes",
+            self.limits.max_message_bytes,
+            16,
+            max_frame_bytes.max(16),
+            "16..=limits.max_frame_bytes",
+        );
+        let max_in_flight = checked_range(
+            &mut errors,
+            "http.max_in_flight",
+            self.http.max_in_flight,
+            1,
+            100_000,
+            "1..=100000",
+        );
+        let mut default_whitelist = Vec::new();
+        for p in &self.sessions.default_whitelist {
+            match Pattern::parse(p, max_topic_len.max(1)) {
+                Ok(p) => default_whitelist.push(p),
+                Err(e) => errors.push(ConfigError::Pattern {
+                    key: "sessions.default_whitelist".into(),
+                    value: p.clone(),
+                    reason: e.to_string(),
+                }),
+            }
+        }
+        if let Err(e) = redis::Client::open(self.broker.redis_url.as_str()) {
+            errors.push(ConfigError::RedisUrl {
+                value: self.broker.redis_url.clone(),
+                reason: e.to_string(),
+            });
+        }
+        let mut http_topics = Vec::new();
+        for (i, rule) in self.http_topics.iter().enumerate() {
+            let key = |field: &str| format!("http_topics[{i}].{field}");
+            let pattern = Pattern::parse(&rule.pattern, max_topic_len.max(1))
+                .map_err(|e| {
+                    errors.push(ConfigError::Pattern {
+                        key: key("pattern"),
+                        value: rule.pattern.clone(),
+                        reason: e.to_string(),
+                    })
+                })
+                .ok();
+            let url = rule.url.trim_end_matches('/').to_string();
+            let url_ok = url.parse::<actix_web::http::Uri>().is_ok_and(|u| {
+                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
+            });
+            if !url_ok {
+                errors.push(ConfigError::HttpUrl {
+                    key: key("url"),
+                    value: rule.url.clone(),
+                });
+            }
+            let timeout = match humantime::parse_duration(rule.timeout.trim()) {
+                Ok(d) if !d.is_zero() => d,
+                _ => {
+                    errors.push(ConfigError::DurationAt {
+                        key: key("timeout"),
+                        value: rule.timeout.clone(),
+                    });
+                    Duration::ZERO
+                }
+            };
+            for name in rule.headers.keys() {
+                if actix_web::http::header::HeaderName::from_bytes(name.as_bytes()).is_err() {
+                    errors.push(ConfigError::HeaderName {
+                        key: key("headers"),
+                        value: name.clone(),
+                    });
+                }
+            }
+            if let (Some(pattern), true) = (pattern, url_ok) {
+                http_topics.push(HttpTopicRule {
+                    pattern,
+                    url,
+                    timeout,
+                    headers: rule.headers.clone().into_iter().collect(),
+                });
+            }
+        }
 
         let prefix = self.sockjs.prefix.trim_end_matches('/').to_string();
         if !self.sockjs.prefix.starts_with('/') {
@@ -555,6 +812,7 @@ impl RawConfig {
                 main_port,
                 worker_base_port,
                 connect_path: self.http.connect_path,
+                max_in_flight: max_in_flight as usize,
                 static_dir: (!self.http.static_dir.is_empty())
                     .then(|| PathBuf::from(self.http.static_dir)),
             },
@@ -579,6 +837,22 @@ impl RawConfig {
             limits: LimitsConfig {
                 max_frame_bytes: max_frame_bytes as usize,
                 outbound_queue: outbound_queue as usize,
+                max_topic_len,
+                max_message_bytes: max_message_bytes as usize,
+            },
+            broker: BrokerConfig {
+                kind: self.broker.kind,
+                redis_url: self.broker.redis_url,
+            },
+            sessions: SessionsConfig {
+                secret: (!self.sessions.secret.is_empty()).then_some(self.sessions.secret),
+                ttl,
+                handshake_timeout,
+                default_whitelist,
+            },
+            http_topics,
+            compat: CompatConfig {
+                legacy_handshake: self.compat.legacy_handshake,
             },
         })
     }
@@ -597,6 +871,23 @@ fn checked_range(
     } else {
         errors.push(ConfigError::Range { key, value, range });
         0
+    }
+}
+
+fn duration(errors: &mut Vec<ConfigError>, key: &'static str, value: &str) -> Duration {
+    match humantime::parse_duration(value.trim()) {
+        Ok(d) if !d.is_zero() => d,
+        Ok(_) => {
+            errors.push(ConfigError::Zero { key });
+            Duration::ZERO
+        }
+        Err(_) => {
+            errors.push(ConfigError::Duration {
+                key,
+                value: value.to_string(),
+            });
+            Duration::ZERO
+        }
     }
 }
 

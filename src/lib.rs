@@ -12,8 +12,10 @@
 //! - [`echo`]: the SockJS conformance server (`rohrpost sockjs-test-server`);
 //! - [`tls`]: rustls setup and development certificates.
 
+pub mod broker;
 pub mod config;
 pub mod echo;
+pub mod http_backend;
 pub mod sockjs;
 pub mod tls;
 pub mod topics;

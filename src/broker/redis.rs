@@ -1,0 +1,1 @@
+//! The Redis broker actor (being written).

@@ -1,0 +1,1 @@
+//! The HTTP backend actor (being written).
