@@ -10,6 +10,8 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
+use actix_http::ConnectionType;
+use actix_web::http::Version;
 use actix_web::{web, HttpRequest, HttpResponse};
 use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
@@ -101,7 +103,7 @@ pub async fn receive(
     };
     let mut res = HttpResponse::Ok();
     headers::session_response(req, &endpoint.options, &mut res, transport.content_type);
-    res.streaming(TransportBody {
+    let mut response = res.streaming(TransportBody {
         prelude: transport.prelude,
         frames,
         wrap: transport.wrap,
@@ -109,7 +111,14 @@ pub async fn receive(
         limit,
         one_shot: transport.kind == ReceiverKind::Polling,
         done: false,
-    })
+    });
+    if req.version() < Version::HTTP_11 {
+        // HTTP/1.0 knows no chunked encoding: the body runs until the connection closes.
+        let head = response.head_mut();
+        head.no_chunking(true);
+        head.set_connection_type(ConnectionType::Close);
+    }
+    response
 }
 
 /// Passes a sending request's body to session `id`. `form` bodies carry the payload in `d=`.
