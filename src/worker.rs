@@ -1,21 +1,94 @@
-//! One worker process: an HTTP(S) server on one port serving the SockJS endpoint.
+//! One worker process: an HTTP(S) server on one port serving the SockJS endpoint, with the
+//! actors every session of the worker shares.
 //!
-//! A worker runs one actix system; with `workers.threads = 1` (the default) every session actor
-//! of the worker lives on its one server thread. Scale comes from running one worker process per
-//! core (the supervisor's job).
-//!
-//! The sessions of this endpoint run the echo handler until the messaging core (topics,
-//! whitelists, backends) is hung on the session actor.
+//! A worker runs one actix system. Its shared actors — the broker connection, the topic router
+//! and the HTTP backend — run on the system's main thread; the HTTP server runs
+//! `workers.threads` threads (1 by default), and each session actor lives on the server thread
+//! that created it. Scale comes from running one worker process per core.
 
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
 use actix_web::{App, HttpServer};
+use log::{info, warn};
 
-use crate::config::Config;
-use crate::echo::Echo;
+use crate::broker::redis::RedisBroker;
+use crate::broker::{Broker, SharedSecret};
+use crate::config::{BrokerKind, Config};
+use crate::http_backend::HttpBackend;
+use crate::resume::{new_secret, TokenKey};
+use crate::router::Router;
+use crate::session::{RohrpostSession, Services, SessionSettings};
 use crate::sockjs::{Endpoint, SockjsOptions};
+
+/// How long a starting worker waits for the broker to agree on the shared secret.
+const SECRET_WAIT: Duration = Duration::from_secs(5);
+
+/// Starts the shared actors of a worker on the current thread.
+pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
+    let broker_url = config.broker.redis_url.clone();
+    let (router, broker) = match config.broker.kind {
+        BrokerKind::Redis => {
+            // The router needs the broker and the broker delivers to the router: start the
+            // router's context first and hand its address to the broker.
+            let ctx = Context::<Router>::new();
+            let router_addr = ctx.address();
+            let redis = RedisBroker::start(&broker_url, router_addr.clone().recipient())?;
+            let broker = Broker::of(&redis);
+            let router = ctx.run(Router::new(broker.clone()));
+            (router, broker)
+        }
+    };
+    let tokens = TokenKey::new(&shared_secret(config, &broker).await);
+    let http = HttpBackend::new(
+        Arc::new(config.http_topics.clone()),
+        config.http.max_in_flight,
+    )
+    .start();
+    Ok(Arc::new(Services {
+        router,
+        broker,
+        http,
+        settings: SessionSettings::from_config(config, tokens),
+    }))
+}
+
+/// The resume-token secret: configured, or agreed through the broker so that every worker and
+/// machine issues tokens the others accept. Without a broker answer in time, a secret of this
+/// worker's own is used (tokens then only resume on this worker) and a warning says so.
+async fn shared_secret(config: &Config, broker: &Broker) -> String {
+    if let Some(secret) = &config.sessions.secret {
+        return secret.clone();
+    }
+    let proposed = new_secret();
+    let deadline = tokio::time::Instant::now() + SECRET_WAIT;
+    loop {
+        let ask = broker.secret.send(SharedSecret {
+            proposed: proposed.clone(),
+        });
+        match tokio::time::timeout_at(deadline, ask).await {
+            Ok(Ok(Ok(secret))) => return secret,
+            Ok(_) if tokio::time::Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => {
+                warn!(
+                    "broker did not share a session secret in time; resume tokens of this \
+                     worker will not be accepted by others (set sessions.secret to avoid this)"
+                );
+                return proposed;
+            }
+        }
+    }
+}
 
 /// Runs a worker on `port` until it is stopped (SIGINT/SIGTERM stop it gracefully).
 pub async fn run(config: Config, port: u16) -> anyhow::Result<()> {
-    let endpoint = Endpoint::new(SockjsOptions::from_config(&config), |_| Echo);
+    let services = start_services(&config).await?;
+    let endpoint = Endpoint::new(SockjsOptions::from_config(&config), move |_| {
+        RohrpostSession::new(services.clone())
+    });
     let server = HttpServer::new(move || App::new().service(endpoint.service()))
         .workers(config.workers.threads)
         .h1_allow_half_closed(false);
@@ -24,13 +97,14 @@ pub async fn run(config: Config, port: u16) -> anyhow::Result<()> {
         Some(files) => server.bind_rustls_0_23(addr, files.server_config()?)?,
         None => server.bind(addr)?,
     };
-    log::info!(
-        "worker listening url={}://{}:{}{} threads={}",
+    info!(
+        "worker listening url={}://{}:{}{} threads={} broker={:?}",
         config.http_scheme(),
         config.http.host,
         port,
         config.sockjs.prefix,
-        config.workers.threads
+        config.workers.threads,
+        config.broker.kind
     );
     server.run().await?;
     Ok(())

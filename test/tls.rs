@@ -1,5 +1,6 @@
 //! TLS: a worker with `tls.enabled` serves HTTPS and WSS with rustls from the configured PEM
-//! files, using a development certificate made by `rohrpost gen-cert`.
+//! files, using a development certificate made by `rohrpost gen-cert`. (The worker's broker is
+//! the Redis on 127.0.0.1:6379.)
 
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -45,6 +46,7 @@ async fn start_tls_worker() -> TlsWorker {
         .current_dir(dir.path())
         .env_remove("ROHRPOST_CONFIG")
         .env("ROHRPOST__HTTP__HOST", "127.0.0.1")
+        .env("ROHRPOST__SESSIONS__SECRET", "tls-test-secret")
         .env("ROHRPOST__TLS__ENABLED", "true")
         .env("ROHRPOST__TLS__CERT", keys.join("cert.pem"))
         .env("ROHRPOST__TLS__KEY", keys.join("key.pem"))
@@ -131,15 +133,23 @@ async fn framed_websocket_works_over_wss() {
         .unwrap()
         .unwrap();
     assert_eq!(first, ws::Frame::Text("o".into()));
-    conn.send(ws::Message::Text(r#"["over tls"]"#.into()))
+    // The Rohrpost handshake, as a framed SockJS message.
+    conn.send(ws::Message::Text(r#"["{\"hello\":1}"]"#.into()))
         .await
         .unwrap();
-    let echoed = actix_rt::time::timeout(Duration::from_secs(5), conn.next())
+    let frame = actix_rt::time::timeout(Duration::from_secs(5), conn.next())
         .await
         .unwrap()
         .unwrap()
         .unwrap();
-    assert_eq!(echoed, ws::Frame::Text(r#"a["over tls"]"#.into()));
+    let ws::Frame::Text(text) = frame else {
+        panic!("expected a text frame, got {frame:?}");
+    };
+    let text = std::str::from_utf8(&text).unwrap();
+    let messages: Vec<String> = serde_json::from_str(&text[1..]).expect("a[...] frame");
+    let welcome: serde_json::Value = serde_json::from_str(&messages[0]).unwrap();
+    assert_eq!(welcome["topic"], "rohrpost.welcome");
+    assert_eq!(welcome["data"]["resumed"], false);
 }
 
 #[actix_rt::test]

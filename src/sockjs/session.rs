@@ -168,8 +168,9 @@ impl<H: SessionHandler> Session<H> {
         .start()
     }
 
-    /// Runs `f` on the handler with a context, then reports a close it caused.
-    fn with_handler(
+    /// Runs `f` on the handler with a context, then reports a close it caused. This is how
+    /// messages the application defines for its sessions reach the handler.
+    pub fn with_handler(
         &mut self,
         ctx: &mut Context<Self>,
         f: impl FnOnce(&mut H, &mut SessionCtx<'_, H>),

@@ -1,0 +1,314 @@
+//! Rohrpost's wire protocol: what clients and backends send, and what they get.
+//!
+//! Every client message is one SockJS message holding JSON:
+//! - the handshake, first: `{"hello": 1}` or `{"hello": 1, "resume": "<token>"}` (or, in legacy
+//!   mode, a bare non-JSON string naming the session);
+//! - then envelopes `{"topic": string, "data": any JSON value}`.
+//!
+//! The server answers the handshake on topic [`WELCOME_TOPIC`], reports problems on
+//! [`ERROR_TOPIC`] as `{"code", "message", "topic"?}`, and passes backend messages on as envelopes.
+//! Backends publish [`BackendMessage`]s: `{"data"?, "topic"?, "add"?, "remove"?, "sessionData"?}`.
+
+use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::Value;
+
+use crate::topics::{Topic, TopicError};
+
+/// Topic of the server's answer to the handshake.
+pub const WELCOME_TOPIC: &str = "rohrpost.welcome";
+/// Topic of error reports to the client.
+pub const ERROR_TOPIC: &str = "rohrpost.error";
+/// Prefix of each session's direct topic, `rohrpost.client.<sessionId>`.
+pub const DIRECT_PREFIX: &str = "rohrpost.client.";
+
+/// What went wrong with a client message, as the client sees it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    HandshakeRequired,
+    InvalidJson,
+    InvalidMessage,
+    InvalidTopic,
+    NotWhitelisted,
+    TooLarge,
+    BackendUnavailable,
+    BackendTimeout,
+    BackendError,
+}
+
+impl ErrorCode {
+    /// The code string on the wire (and the metric label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::HandshakeRequired => "handshake_required",
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::InvalidTopic => "invalid_topic",
+            ErrorCode::NotWhitelisted => "not_whitelisted",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BackendUnavailable => "backend_unavailable",
+            ErrorCode::BackendTimeout => "backend_timeout",
+            ErrorCode::BackendError => "backend_error",
+        }
+    }
+}
+
+/// An error report for the client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientError {
+    pub code: ErrorCode,
+    pub message: String,
+    /// The topic the failed message was about, when it had a valid one.
+    pub topic: Option<String>,
+}
+
+impl ClientError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ClientError {
+            code,
+            message: message.into(),
+            topic: None,
+        }
+    }
+
+    pub fn about(mut self, topic: &str) -> Self {
+        self.topic = Some(topic.to_string());
+        self
+    }
+
+    /// The envelope sent to the client.
+    pub fn to_envelope(&self) -> String {
+        let mut data = serde_json::json!({
+            "code": self.code.as_str(),
+            "message": self.message,
+        });
+        if let Some(topic) = &self.topic {
+            data["topic"] = Value::String(topic.clone());
+        }
+        envelope(ERROR_TOPIC, &data)
+    }
+}
+
+/// `{"topic": topic, "data": data}` as JSON text.
+pub fn envelope(topic: &str, data: &Value) -> String {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        topic: &'a str,
+        data: &'a Value,
+    }
+    serde_json::to_string(&Envelope { topic, data }).unwrap_or_default()
+}
+
+/// The first message of a session.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hello {
+    /// `{"hello": 1}`: a new session.
+    New,
+    /// `{"hello": 1, "resume": token}`: continue a session.
+    Resume(String),
+    /// Legacy 0.x: a bare string naming the session (dots removed).
+    Legacy(String),
+}
+
+/// Parses the handshake. `legacy` allows the 0.x bare-string form.
+pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
+    let required = || {
+        ClientError::new(
+            ErrorCode::HandshakeRequired,
+            "the first message must be {\"hello\": 1} or {\"hello\": 1, \"resume\": \"<token>\"}",
+        )
+    };
+    let value: Value = match serde_json::from_str(message) {
+        Ok(v) => v,
+        Err(_) if legacy => {
+            let id: String = message.chars().filter(|&c| c != '.').collect();
+            let valid = !id.is_empty()
+                && id.len() <= 128
+                && id.chars().all(|c| c.is_ascii_graphic() && c != '"');
+            return if valid {
+                Ok(Hello::Legacy(id))
+            } else {
+                Err(required())
+            };
+        }
+        Err(_) => return Err(required()),
+    };
+    let Some(object) = value.as_object() else {
+        return Err(required());
+    };
+    if object.get("hello") != Some(&Value::from(1)) {
+        return Err(required());
+    }
+    match object.get("resume") {
+        None | Some(Value::Null) => Ok(Hello::New),
+        Some(Value::String(token)) => Ok(Hello::Resume(token.clone())),
+        Some(_) => Err(ClientError::new(
+            ErrorCode::InvalidMessage,
+            "\"resume\" must be the token string from rohrpost.welcome",
+        )),
+    }
+}
+
+/// A client message after the handshake.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Envelope {
+    pub topic: Topic,
+    pub data: Value,
+}
+
+/// Parses an envelope; `data` may be any JSON value (absent counts as `null`).
+pub fn parse_envelope(message: &str, max_topic_len: usize) -> Result<Envelope, ClientError> {
+    let value: Value = serde_json::from_str(message)
+        .map_err(|e| ClientError::new(ErrorCode::InvalidJson, format!("not JSON: {e}")))?;
+    let Value::Object(mut object) = value else {
+        return Err(ClientError::new(
+            ErrorCode::InvalidMessage,
+            "a message is an object {\"topic\": string, \"data\": any}",
+        ));
+    };
+    let topic = match object.remove("topic") {
+        Some(Value::String(t)) => t,
+        _ => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidMessage,
+                "a message needs a \"topic\" string",
+            ))
+        }
+    };
+    let topic = Topic::parse(&topic, max_topic_len)
+        .map_err(|e: TopicError| ClientError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let data = object.remove("data").unwrap_or(Value::Null);
+    Ok(Envelope { topic, data })
+}
+
+/// What a backend sends (on the broker, as an HTTP answer, or through the server API).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BackendMessage {
+    /// Present (even as `null`) means: deliver to the client.
+    #[serde(default, deserialize_with = "present")]
+    pub data: Option<Value>,
+    /// Topic the client sees; defaults to the channel.
+    #[serde(default)]
+    pub topic: Option<String>,
+    /// Patterns to add to the whitelist of each session reached.
+    #[serde(default)]
+    pub add: Vec<String>,
+    /// Exact pattern strings to remove.
+    #[serde(default)]
+    pub remove: Vec<String>,
+    /// Replaces the session data when present.
+    #[serde(default, deserialize_with = "present")]
+    pub session_data: Option<Value>,
+    /// Set on messages clients published; those never reach clients.
+    #[serde(default)]
+    pub from_client: bool,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Why a backend payload was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BackendMessageError {
+    #[error("payload is not JSON")]
+    NotJson,
+    #[error("payload is not a JSON object")]
+    NotObject,
+    #[error("payload fields are malformed: {0}")]
+    Malformed(String),
+}
+
+impl BackendMessage {
+    /// Parses a backend payload: a JSON object, anything else is refused.
+    pub fn parse(payload: &[u8]) -> Result<BackendMessage, BackendMessageError> {
+        let value: Value =
+            serde_json::from_slice(payload).map_err(|_| BackendMessageError::NotJson)?;
+        Self::from_value(value)
+    }
+
+    pub fn from_value(value: Value) -> Result<BackendMessage, BackendMessageError> {
+        if !value.is_object() {
+            return Err(BackendMessageError::NotObject);
+        }
+        serde_json::from_value(value).map_err(|e| BackendMessageError::Malformed(e.to_string()))
+    }
+}
+
+/// What a backend receives for a client message.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClientPayload<'a> {
+    pub topic: &'a str,
+    pub data: &'a Value,
+    pub session_id: &'a str,
+    pub session_data: &'a Value,
+    pub from_client: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hello_forms() {
+        assert_eq!(parse_hello(r#"{"hello":1}"#, false), Ok(Hello::New));
+        assert_eq!(
+            parse_hello(r#"{"hello":1,"resume":"t"}"#, false),
+            Ok(Hello::Resume("t".into()))
+        );
+        assert_eq!(
+            parse_hello(r#"{"topic":"x"}"#, false).unwrap_err().code,
+            ErrorCode::HandshakeRequired
+        );
+        assert_eq!(
+            parse_hello("abc.def", false).unwrap_err().code,
+            ErrorCode::HandshakeRequired
+        );
+        assert_eq!(
+            parse_hello("abc.def", true),
+            Ok(Hello::Legacy("abcdef".into()))
+        );
+    }
+
+    #[test]
+    fn envelopes() {
+        let e = parse_envelope(r#"{"topic":"a.b","data":null}"#, 256).unwrap();
+        assert_eq!(e.topic.as_str(), "a.b");
+        assert_eq!(e.data, Value::Null);
+        let code = |m: &str| parse_envelope(m, 256).unwrap_err().code;
+        assert_eq!(code("{"), ErrorCode::InvalidJson);
+        assert_eq!(code("[1]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"data":1}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"topic":7}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"topic":"a b"}"#), ErrorCode::InvalidTopic);
+        assert_eq!(code(r#"{"topic":""}"#), ErrorCode::InvalidTopic);
+    }
+
+    #[test]
+    fn backend_messages_distinguish_null_from_absent() {
+        let m = BackendMessage::parse(br#"{"data":null}"#).unwrap();
+        assert_eq!(m.data, Some(Value::Null));
+        let m = BackendMessage::parse(br#"{"add":["members.*"],"sessionData":{"n":1}}"#).unwrap();
+        assert_eq!(m.data, None);
+        assert_eq!(m.add, vec!["members.*"]);
+        assert_eq!(m.session_data, Some(serde_json::json!({"n":1})));
+        assert_eq!(
+            BackendMessage::parse(b"[1]"),
+            Err(BackendMessageError::NotObject)
+        );
+        assert_eq!(
+            BackendMessage::parse(b"nope"),
+            Err(BackendMessageError::NotJson)
+        );
+    }
+
+    #[test]
+    fn error_envelope() {
+        let e = ClientError::new(ErrorCode::NotWhitelisted, "no").about("x.y");
+        let v: Value = serde_json::from_str(&e.to_envelope()).unwrap();
+        assert_eq!(v["topic"], ERROR_TOPIC);
+        assert_eq!(v["data"]["code"], "not_whitelisted");
+        assert_eq!(v["data"]["topic"], "x.y");
+    }
+}

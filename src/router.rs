@@ -1,0 +1,417 @@
+//! The topic router: one actor per worker that knows which sessions hold which patterns.
+//!
+//! Sessions [`Join`] with their patterns (whitelist plus their direct topic), change them with
+//! [`SetPatterns`] and [`Leave`] when they end. The router keeps an index pattern → sessions and
+//! one broker subscription per distinct pattern, reference-counted: subscribed when the first
+//! session takes a pattern, unsubscribed when the last one drops it.
+//!
+//! A broker message arrives with the subscription it came in on. It is parsed and its client
+//! envelope encoded once, then handed to the sessions indexed under that subscription — never a
+//! scan of every session. A session holding several patterns that match the channel gets the
+//! message through each subscription; it accepts it only through the smallest of them, so each
+//! publish reaches each session exactly once.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+
+use actix::prelude::*;
+use log::debug;
+
+use crate::broker::{Broker, BrokerMessage, Subscribe, Unsubscribe};
+use crate::metrics::{self, DropReason, Path};
+use crate::protocol::{envelope, BackendMessage};
+use crate::sockjs::frames::EncodedMessage;
+use crate::topics::Pattern;
+
+/// Identifies a session within its worker.
+pub type SessionKey = u64;
+
+/// A backend message for one session, shared by every session it reaches.
+#[derive(Message, Clone, Debug)]
+#[rtype(result = "()")]
+pub struct Deliver {
+    /// The channel it was published on.
+    pub channel: Arc<str>,
+    pub message: Arc<BackendMessage>,
+    /// `{"topic": topic-or-channel, "data": ...}`, encoded once; `None` when there is no data.
+    pub encoded: Option<EncodedMessage>,
+}
+
+impl Deliver {
+    /// Builds the shared delivery of a parsed backend message published on `channel`.
+    pub fn new(channel: Arc<str>, message: BackendMessage) -> Deliver {
+        let encoded = message.data.as_ref().map(|data| {
+            let topic = message.topic.as_deref().unwrap_or(&channel);
+            EncodedMessage::new(&envelope(topic, data))
+        });
+        Deliver {
+            channel,
+            message: Arc::new(message),
+            encoded,
+        }
+    }
+
+    /// The topic the client sees.
+    pub fn topic(&self) -> &str {
+        self.message.topic.as_deref().unwrap_or(&self.channel)
+    }
+}
+
+/// A session starts receiving.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Join {
+    pub key: SessionKey,
+    pub recipient: Recipient<Deliver>,
+    pub patterns: Vec<Pattern>,
+}
+
+/// A session's patterns changed (whitelist updated).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct SetPatterns {
+    pub key: SessionKey,
+    pub patterns: Vec<Pattern>,
+}
+
+/// A session ended.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Leave {
+    pub key: SessionKey,
+}
+
+/// How many sessions and subscriptions the router holds (for tests and metrics).
+#[derive(Message)]
+#[rtype(result = "RouterStats")]
+pub struct Stats;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, MessageResponse)]
+pub struct RouterStats {
+    pub sessions: usize,
+    pub subscriptions: usize,
+}
+
+struct Member {
+    recipient: Recipient<Deliver>,
+    patterns: Vec<Pattern>,
+}
+
+/// The router actor of one worker.
+pub struct Router {
+    broker: Broker,
+    members: HashMap<SessionKey, Member>,
+    index: HashMap<Pattern, HashSet<SessionKey>>,
+}
+
+impl Router {
+    pub fn new(broker: Broker) -> Self {
+        Router {
+            broker,
+            members: HashMap::new(),
+            index: HashMap::new(),
+        }
+    }
+
+    fn add_patterns(&mut self, key: SessionKey, patterns: &[Pattern]) {
+        for p in patterns {
+            let holders = self.index.entry(p.clone()).or_default();
+            if holders.is_empty() {
+                self.broker.subscribe.do_send(Subscribe(p.clone()));
+            }
+            holders.insert(key);
+        }
+    }
+
+    fn remove_patterns(&mut self, key: SessionKey, patterns: &[Pattern]) {
+        for p in patterns {
+            if let Some(holders) = self.index.get_mut(p) {
+                holders.remove(&key);
+                if holders.is_empty() {
+                    self.index.remove(p);
+                    self.broker.unsubscribe.do_send(Unsubscribe(p.clone()));
+                }
+            }
+        }
+    }
+}
+
+impl Actor for Router {
+    type Context = Context<Self>;
+}
+
+fn dedup(mut patterns: Vec<Pattern>) -> Vec<Pattern> {
+    patterns.sort();
+    patterns.dedup();
+    patterns
+}
+
+impl Handler<Join> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) {
+        if let Some(old) = self.members.remove(&msg.key) {
+            self.remove_patterns(msg.key, &old.patterns);
+        }
+        let patterns = dedup(msg.patterns);
+        self.add_patterns(msg.key, &patterns);
+        self.members.insert(
+            msg.key,
+            Member {
+                recipient: msg.recipient,
+                patterns,
+            },
+        );
+    }
+}
+
+impl Handler<SetPatterns> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: SetPatterns, _ctx: &mut Context<Self>) {
+        let Some(member) = self.members.get_mut(&msg.key) else {
+            return;
+        };
+        let new = dedup(msg.patterns);
+        let old = std::mem::replace(&mut member.patterns, new.clone());
+        let added: Vec<Pattern> = new.iter().filter(|p| !old.contains(p)).cloned().collect();
+        let removed: Vec<Pattern> = old.iter().filter(|p| !new.contains(p)).cloned().collect();
+        self.add_patterns(msg.key, &added);
+        self.remove_patterns(msg.key, &removed);
+    }
+}
+
+impl Handler<Leave> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _ctx: &mut Context<Self>) {
+        if let Some(member) = self.members.remove(&msg.key) {
+            self.remove_patterns(msg.key, &member.patterns);
+        }
+    }
+}
+
+impl Handler<Stats> for Router {
+    type Result = RouterStats;
+
+    fn handle(&mut self, _msg: Stats, _ctx: &mut Context<Self>) -> RouterStats {
+        RouterStats {
+            sessions: self.members.len(),
+            subscriptions: self.index.len(),
+        }
+    }
+}
+
+impl Handler<BrokerMessage> for Router {
+    type Result = ();
+
+    fn handle(&mut self, msg: BrokerMessage, _ctx: &mut Context<Self>) {
+        metrics::backend_message_in(Path::Broker);
+        let Some(holders) = self.index.get(&msg.subscription) else {
+            return;
+        };
+        let message = match BackendMessage::parse(&msg.payload) {
+            Ok(m) if m.from_client => {
+                metrics::dropped(DropReason::FromClient);
+                return;
+            }
+            Ok(m) => m,
+            Err(e) => {
+                debug!("broker message dropped channel={} reason={e}", msg.channel);
+                metrics::dropped(DropReason::BackendNotObject);
+                return;
+            }
+        };
+        let delivery = Deliver::new(msg.channel.clone(), message);
+        for key in holders {
+            let Some(member) = self.members.get(key) else {
+                continue;
+            };
+            // Exactly once per session: only through the smallest of its matching patterns.
+            let first_match = member.patterns.iter().find(|p| p.matches(&msg.channel));
+            if first_match == Some(&msg.subscription) {
+                member.recipient.do_send(delivery.clone());
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::{
+        IsConnected, LoadSession, Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe,
+    };
+    use bytes::Bytes;
+    use std::cell::RefCell;
+    use std::rc::Rc;
+
+    /// A broker that records subscription changes.
+    struct FakeBroker(Rc<RefCell<Vec<String>>>);
+    impl Actor for FakeBroker {
+        type Context = Context<Self>;
+    }
+    impl Handler<Subscribe> for FakeBroker {
+        type Result = ();
+        fn handle(&mut self, m: Subscribe, _: &mut Context<Self>) {
+            self.0.borrow_mut().push(format!("+{}", m.0));
+        }
+    }
+    impl Handler<Unsubscribe> for FakeBroker {
+        type Result = ();
+        fn handle(&mut self, m: Unsubscribe, _: &mut Context<Self>) {
+            self.0.borrow_mut().push(format!("-{}", m.0));
+        }
+    }
+    impl Handler<Publish> for FakeBroker {
+        type Result = Result<(), crate::broker::BrokerError>;
+        fn handle(&mut self, _: Publish, _: &mut Context<Self>) -> Self::Result {
+            Ok(())
+        }
+    }
+    impl Handler<StoreSession> for FakeBroker {
+        type Result = Result<(), crate::broker::BrokerError>;
+        fn handle(&mut self, _: StoreSession, _: &mut Context<Self>) -> Self::Result {
+            Ok(())
+        }
+    }
+    impl Handler<LoadSession> for FakeBroker {
+        type Result = Result<Option<Bytes>, crate::broker::BrokerError>;
+        fn handle(&mut self, _: LoadSession, _: &mut Context<Self>) -> Self::Result {
+            Ok(None)
+        }
+    }
+    impl Handler<SharedSecret> for FakeBroker {
+        type Result = Result<String, crate::broker::BrokerError>;
+        fn handle(&mut self, m: SharedSecret, _: &mut Context<Self>) -> Self::Result {
+            Ok(m.proposed)
+        }
+    }
+    impl Handler<IsConnected> for FakeBroker {
+        type Result = bool;
+        fn handle(&mut self, _: IsConnected, _: &mut Context<Self>) -> bool {
+            true
+        }
+    }
+
+    /// A session stand-in that records deliveries.
+    struct Inbox(Rc<RefCell<Vec<String>>>);
+    impl Actor for Inbox {
+        type Context = Context<Self>;
+    }
+    impl Handler<Deliver> for Inbox {
+        type Result = ();
+        fn handle(&mut self, d: Deliver, _: &mut Context<Self>) {
+            self.0.borrow_mut().push(d.topic().to_string());
+        }
+    }
+
+    fn pat(s: &str) -> Pattern {
+        Pattern::parse(s, 256).unwrap()
+    }
+
+    async fn settle() {
+        for _ in 0..10 {
+            tokio::task::yield_now().await;
+        }
+    }
+
+    fn publish(router: &Addr<Router>, subscription: &str, channel: &str, payload: &str) {
+        router.do_send(BrokerMessage {
+            subscription: pat(subscription),
+            channel: Arc::from(channel),
+            payload: Bytes::from(payload.to_string()),
+        });
+    }
+
+    #[actix_rt::test]
+    async fn subscriptions_are_reference_counted() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let broker = Broker::of(&FakeBroker(log.clone()).start());
+        let router = Router::new(broker).start();
+        let inbox = Inbox(Rc::default()).start();
+        for key in [1, 2] {
+            router.do_send(Join {
+                key,
+                recipient: inbox.clone().recipient(),
+                patterns: vec![pat("a.*")],
+            });
+        }
+        router.do_send(Leave { key: 1 });
+        settle().await;
+        assert_eq!(*log.borrow(), vec!["+a.*"]);
+        router.do_send(Leave { key: 2 });
+        settle().await;
+        assert_eq!(*log.borrow(), vec!["+a.*", "-a.*"]);
+        let stats = router.send(Stats).await.unwrap();
+        assert_eq!(
+            stats,
+            RouterStats {
+                sessions: 0,
+                subscriptions: 0
+            }
+        );
+    }
+
+    #[actix_rt::test]
+    async fn overlapping_patterns_deliver_once() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let broker = Broker::of(&FakeBroker(log).start());
+        let router = Router::new(broker).start();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let inbox = Inbox(got.clone()).start();
+        router.do_send(Join {
+            key: 1,
+            recipient: inbox.recipient(),
+            patterns: vec![pat("x.*"), pat("x.y"), pat("*")],
+        });
+        // The broker delivers once per matching subscription.
+        for sub in ["x.*", "x.y", "*"] {
+            publish(&router, sub, "x.y", r#"{"data":1}"#);
+        }
+        settle().await;
+        assert_eq!(*got.borrow(), vec!["x.y"]);
+    }
+
+    #[actix_rt::test]
+    async fn client_messages_and_non_objects_never_reach_sessions() {
+        let broker = Broker::of(&FakeBroker(Rc::default()).start());
+        let router = Router::new(broker).start();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let inbox = Inbox(got.clone()).start();
+        router.do_send(Join {
+            key: 1,
+            recipient: inbox.recipient(),
+            patterns: vec![pat("t")],
+        });
+        publish(&router, "t", "t", r#"{"data":1,"fromClient":true}"#);
+        publish(&router, "t", "t", r#"[1,2]"#);
+        publish(&router, "t", "t", r#"plain"#);
+        publish(&router, "t", "t", r#"{"data":2,"topic":"u"}"#);
+        settle().await;
+        assert_eq!(*got.borrow(), vec!["u"]);
+    }
+
+    #[actix_rt::test]
+    async fn changed_patterns_move_subscriptions() {
+        let log = Rc::new(RefCell::new(Vec::new()));
+        let broker = Broker::of(&FakeBroker(log.clone()).start());
+        let router = Router::new(broker).start();
+        let inbox = Inbox(Rc::default()).start();
+        router.do_send(Join {
+            key: 1,
+            recipient: inbox.recipient(),
+            patterns: vec![pat("anonym.*")],
+        });
+        router.do_send(SetPatterns {
+            key: 1,
+            patterns: vec![pat("anonym.*"), pat("members.*")],
+        });
+        router.do_send(SetPatterns {
+            key: 1,
+            patterns: vec![pat("members.*")],
+        });
+        settle().await;
+        assert_eq!(*log.borrow(), vec!["+anonym.*", "+members.*", "-anonym.*"]);
+    }
+}
