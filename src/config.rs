@@ -62,6 +62,13 @@ pub struct HttpConfig {
 pub struct WorkersConfig {
     pub count: u16,
     pub threads: usize,
+    /// Failures of one worker port within `restart_window` before the supervisor gives up on it.
+    pub max_restarts: u32,
+    pub restart_window: Duration,
+    /// How long a draining worker waits for its sessions to leave before it exits anyway.
+    pub drain_timeout: Duration,
+    /// Staged restart of all workers every so often; `None` when off (`"0s"`).
+    pub recycle_interval: Option<Duration>,
 }
 
 /// `[tls]`: rustls on every port when enabled.
@@ -186,6 +193,13 @@ impl Config {
             workers: RawWorkers {
                 count: Some(self.workers.count.into()),
                 threads: self.workers.threads as i64,
+                max_restarts: self.workers.max_restarts.into(),
+                restart_window: format_duration(self.workers.restart_window),
+                drain_timeout: format_duration(self.workers.drain_timeout),
+                recycle_interval: self
+                    .workers
+                    .recycle_interval
+                    .map_or_else(|| "0s".to_string(), format_duration),
             },
             tls: RawTls {
                 enabled: self.tls.enabled,
@@ -445,6 +459,10 @@ pub struct RawWorkers {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub count: Option<i64>,
     pub threads: i64,
+    pub max_restarts: i64,
+    pub restart_window: String,
+    pub drain_timeout: String,
+    pub recycle_interval: String,
 }
 
 impl Default for RawWorkers {
@@ -452,6 +470,10 @@ impl Default for RawWorkers {
         RawWorkers {
             count: None,
             threads: 1,
+            max_restarts: 5,
+            restart_window: "60s".into(),
+            drain_timeout: "30s".into(),
+            recycle_interval: "0s".into(),
         }
     }
 }
@@ -626,6 +648,36 @@ impl RawConfig {
             &self.sockjs.disconnect_delay,
         );
         let ttl = duration(&mut errors, "sessions.ttl", &self.sessions.ttl);
+        let restart_window = duration(
+            &mut errors,
+            "workers.restart_window",
+            &self.workers.restart_window,
+        );
+        let drain_timeout = duration(
+            &mut errors,
+            "workers.drain_timeout",
+            &self.workers.drain_timeout,
+        );
+        let recycle_interval = match humantime::parse_duration(self.workers.recycle_interval.trim())
+        {
+            Ok(d) if d.is_zero() => None,
+            Ok(d) => Some(d),
+            Err(_) => {
+                errors.push(ConfigError::Duration {
+                    key: "workers.recycle_interval",
+                    value: self.workers.recycle_interval.clone(),
+                });
+                None
+            }
+        };
+        let max_restarts = checked_range(
+            &mut errors,
+            "workers.max_restarts",
+            self.workers.max_restarts,
+            1,
+            1000,
+            "1..=1000",
+        );
         let handshake_timeout = duration(
             &mut errors,
             "sessions.handshake_timeout",
@@ -819,6 +871,10 @@ impl RawConfig {
             workers: WorkersConfig {
                 count: count as u16,
                 threads: threads as usize,
+                max_restarts: max_restarts as u32,
+                restart_window,
+                drain_timeout,
+                recycle_interval,
             },
             tls: TlsConfig {
                 enabled: self.tls.enabled,

@@ -14,6 +14,7 @@
 
 pub mod broker;
 pub mod config;
+pub mod control;
 pub mod echo;
 pub mod http_backend;
 pub mod metrics;

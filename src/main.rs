@@ -33,6 +33,9 @@ enum Command {
         /// Config file (default: $ROHRPOST_CONFIG, config/rohrpost.toml, /etc/rohrpost/rohrpost.toml).
         #[arg(long)]
         config: Option<PathBuf>,
+        /// Speak the supervisor's control channel on stdin/stdout (set by the supervisor).
+        #[arg(long)]
+        supervised: bool,
     },
     /// Run the SockJS conformance server (/echo, /close, /disabled_websocket_echo, /cookie_needed_echo).
     SockjsTestServer {
@@ -92,6 +95,7 @@ fn main() -> ExitCode {
             port,
             index,
             config,
+            supervised,
         } => {
             let config = match Config::load(config.as_deref()) {
                 Ok(c) => c,
@@ -107,7 +111,7 @@ fn main() -> ExitCode {
                     }
                 },
             };
-            run_system(rohrpost::worker::run(config, port))
+            run_system(rohrpost::worker::run(config, port, supervised))
         }
         Command::SockjsTestServer {
             port,

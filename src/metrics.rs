@@ -99,8 +99,8 @@ pub fn dropped(reason: DropReason) {
     COUNTERS.drops[reason as usize].fetch_add(1, Ordering::Relaxed);
 }
 
-/// A copy of every counter.
-#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+/// A copy of every counter (workers report it to the supervisor, which sums them up).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
     pub messages_in_broker: u64,
     pub messages_in_http: u64,
@@ -108,7 +108,8 @@ pub struct Snapshot {
     pub messages_out_http: u64,
     pub delivered: u64,
     pub backend_errors: u64,
-    pub drops: Vec<(&'static str, u64)>,
+    /// Drops by reason.
+    pub drops: std::collections::BTreeMap<String, u64>,
 }
 
 pub fn snapshot() -> Snapshot {
@@ -122,7 +123,7 @@ pub fn snapshot() -> Snapshot {
         backend_errors: get(&COUNTERS.backend_errors),
         drops: DropReason::ALL
             .iter()
-            .map(|r| (r.as_str(), get(&COUNTERS.drops[*r as usize])))
+            .map(|r| (r.as_str().to_string(), get(&COUNTERS.drops[*r as usize])))
             .collect(),
     }
 }

@@ -37,8 +37,10 @@ use receiver::Receiver;
 use registry::{Registry, SessionFactory};
 use session::Lifetime;
 
-/// Starts a websocket-bound session with its one receiver.
-pub type ConnectionFactory = Arc<dyn Fn(Arc<str>, Receiver) -> SessionHandle + Send + Sync>;
+/// Starts a websocket-bound session with its one receiver; it reports its end to the registry.
+pub type ConnectionFactory = Arc<
+    dyn Fn(Arc<str>, Receiver, Recipient<session::SessionGone>, u64) -> SessionHandle + Send + Sync,
+>;
 
 /// One SockJS endpoint: its options, its session registry and how to make session handlers.
 #[derive(Clone)]
@@ -56,6 +58,18 @@ pub struct EndpointInner {
 }
 
 impl EndpointInner {
+    /// Starts a websocket session and has the registry track it.
+    fn start_connection(&self, id: Arc<str>, first: Receiver) -> SessionHandle {
+        let registry = self.registry();
+        let token = registry::next_token();
+        let handle = (self.connection_factory)(id, first, registry.clone().recipient(), token);
+        registry.do_send(registry::TrackConnection {
+            token,
+            handle: handle.clone(),
+        });
+        handle
+    }
+
     /// The registry actor, started on first use on the thread that first needs it (with the
     /// default of one server thread, the thread every session lives on).
     fn registry(&self) -> Addr<Registry> {
@@ -91,9 +105,16 @@ impl Endpoint {
         });
 
         let opts = options.clone();
-        let connection_factory: ConnectionFactory = Arc::new(move |id, first| {
+        let connection_factory: ConnectionFactory = Arc::new(move |id, first, gone, token| {
             let handler = make_handler(&id);
-            let addr = Session::start(id, opts.clone(), Lifetime::Connection, first, handler, None);
+            let addr = Session::start(
+                id,
+                opts.clone(),
+                Lifetime::Connection,
+                first,
+                handler,
+                Some((gone, token)),
+            );
             SessionHandle::from(&addr)
         });
 
@@ -119,12 +140,21 @@ impl Endpoint {
         &self.inner.options
     }
 
-    /// Number of sessions in the registry (HTTP transports; websocket sessions are not counted).
-    pub async fn registered_sessions(&self) -> usize {
+    /// Number of open sessions, whatever their transport.
+    pub async fn session_count(&self) -> usize {
         self.inner
             .registry()
             .send(registry::Count)
             .await
             .unwrap_or(0)
+    }
+
+    /// Closes every session with `code` and `reason`; returns how many were told.
+    pub async fn close_all(&self, code: u16, reason: &str) -> usize {
+        let close = registry::CloseAll {
+            code,
+            reason: reason.to_string(),
+        };
+        self.inner.registry().send(close).await.unwrap_or(0)
     }
 }

@@ -3,15 +3,24 @@
 //! HTTP transports find their session here by the id in the URL; a receiving request for an
 //! unknown id creates the session (with that request as its first receiver), a sending request
 //! for an unknown id is a 404. Websocket sessions live exactly as long as their connection and
-//! are not registered (SockJS allows two websocket sessions to share an id).
+//! are not found by id (SockJS allows two websocket sessions to share an id), but the registry
+//! tracks them too, so that it can count and close every session of the endpoint (a draining
+//! worker tells each client to reconnect elsewhere).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use super::receiver::Receiver;
-use super::session::{Attach, SessionGone, SessionHandle};
+use super::session::{Attach, CloseSession, SessionGone, SessionHandle};
+
+/// A token unique within the process, naming one session instance.
+pub fn next_token() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed)
+}
 
 /// Creates a session actor for an id with its first receiver; `gone` must be told when it stops.
 pub type SessionFactory =
@@ -20,16 +29,17 @@ pub type SessionFactory =
 /// The registry actor of one endpoint.
 pub struct Registry {
     sessions: HashMap<Arc<str>, (SessionHandle, u64)>,
+    /// Websocket sessions, by token.
+    connections: HashMap<u64, SessionHandle>,
     factory: SessionFactory,
-    next_token: u64,
 }
 
 impl Registry {
     pub fn new(factory: SessionFactory) -> Self {
         Registry {
             sessions: HashMap::new(),
+            connections: HashMap::new(),
             factory,
-            next_token: 0,
         }
     }
 }
@@ -53,10 +63,26 @@ pub struct Lookup {
     pub id: Arc<str>,
 }
 
-/// How many sessions are registered.
+/// How many sessions are open (HTTP and websocket).
 #[derive(Message)]
 #[rtype(result = "usize")]
 pub struct Count;
+
+/// A websocket session started; `token` is the one it reports in [`SessionGone`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct TrackConnection {
+    pub token: u64,
+    pub handle: SessionHandle,
+}
+
+/// Closes every session with a close frame (e.g. `1012 Service Restart` when draining).
+#[derive(Message, Clone)]
+#[rtype(result = "usize")]
+pub struct CloseAll {
+    pub code: u16,
+    pub reason: String,
+}
 
 impl Handler<Receive> for Registry {
     type Result = MessageResult<Receive>;
@@ -66,8 +92,7 @@ impl Handler<Receive> for Registry {
             handle.attach.do_send(Attach(msg.receiver));
             return MessageResult(handle.clone());
         }
-        self.next_token += 1;
-        let token = self.next_token;
+        let token = next_token();
         let handle = (self.factory)(
             msg.id.clone(),
             msg.receiver,
@@ -91,7 +116,36 @@ impl Handler<Count> for Registry {
     type Result = usize;
 
     fn handle(&mut self, _msg: Count, _ctx: &mut Context<Self>) -> usize {
-        self.sessions.len()
+        self.sessions.len() + self.connections.len()
+    }
+}
+
+impl Handler<TrackConnection> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: TrackConnection, _ctx: &mut Context<Self>) {
+        self.connections.insert(msg.token, msg.handle);
+    }
+}
+
+impl Handler<CloseAll> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, msg: CloseAll, _ctx: &mut Context<Self>) -> usize {
+        let all = self
+            .sessions
+            .values()
+            .map(|(h, _)| h)
+            .chain(self.connections.values());
+        let mut closed = 0;
+        for handle in all {
+            handle.close.do_send(CloseSession {
+                code: msg.code,
+                reason: msg.reason.clone(),
+            });
+            closed += 1;
+        }
+        closed
     }
 }
 

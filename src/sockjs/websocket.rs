@@ -94,7 +94,7 @@ impl Actor for WsTransport {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         let (receiver, mut frames): (_, FrameStream) = receiver::channel(ReceiverKind::Streaming);
-        let handle = (self.endpoint.connection_factory)(self.id.clone(), receiver);
+        let handle = self.endpoint.start_connection(self.id.clone(), receiver);
         frames.set_session(handle.detach.clone());
         self.session = Some(handle);
         ctx.add_stream(frames);

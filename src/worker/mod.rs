@@ -5,6 +5,11 @@
 //! and the HTTP backend — run on the system's main thread; the HTTP server runs
 //! `workers.threads` threads (1 by default), and each session actor lives on the server thread
 //! that created it. Scale comes from running one worker process per core.
+//!
+//! Run by the supervisor, a worker also speaks the control channel ([`control`]): it reports
+//! ready, its sessions and counters, and drains when told to or when the supervisor goes away.
+
+pub mod control;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -83,14 +88,17 @@ async fn shared_secret(config: &Config, broker: &Broker) -> String {
     }
 }
 
-/// Runs a worker on `port` until it is stopped (SIGINT/SIGTERM stop it gracefully).
-pub async fn run(config: Config, port: u16) -> anyhow::Result<()> {
+/// Runs a worker on `port` until it is stopped (SIGINT/SIGTERM stop it gracefully). With
+/// `supervised`, the control channel runs on stdin/stdout.
+pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<()> {
     let services = start_services(&config).await?;
     let endpoint = Endpoint::new(SockjsOptions::from_config(&config), move |_| {
         RohrpostSession::new(services.clone())
     });
-    let server = HttpServer::new(move || App::new().service(endpoint.service()))
+    let served = endpoint.clone();
+    let server = HttpServer::new(move || App::new().service(served.service()))
         .workers(config.workers.threads)
+        .shutdown_timeout(5)
         .h1_allow_half_closed(false);
     let addr = (config.http.host.as_str(), port);
     let server = match config.tls_files() {
@@ -98,7 +106,7 @@ pub async fn run(config: Config, port: u16) -> anyhow::Result<()> {
         None => server.bind(addr)?,
     };
     info!(
-        "worker listening url={}://{}:{}{} threads={} broker={:?}",
+        "worker listening url={}://{}:{}{} threads={} broker={:?} supervised={supervised}",
         config.http_scheme(),
         config.http.host,
         port,
@@ -106,6 +114,15 @@ pub async fn run(config: Config, port: u16) -> anyhow::Result<()> {
         config.workers.threads,
         config.broker.kind
     );
-    server.run().await?;
+    let server = server.run();
+    if supervised {
+        control::start(
+            endpoint,
+            server.handle(),
+            port,
+            config.workers.drain_timeout,
+        );
+    }
+    server.await?;
     Ok(())
 }

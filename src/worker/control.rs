@@ -1,0 +1,101 @@
+//! The worker's side of the control channel (see [`crate::control`]).
+//!
+//! Reports `ready` once, then a `status` line every second; reads commands from stdin. A `drain`
+//! command, or end-of-file on stdin (the supervisor is gone), drains the worker: every session is
+//! closed with `1012 Service Restart` so that clients reconnect at once through `/connect`, and
+//! the worker exits when its sessions are gone or after `workers.drain_timeout`.
+
+use std::time::Duration;
+
+use actix_web::dev::ServerHandle;
+use log::{info, warn};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::sync::mpsc;
+
+use crate::control::{encode, Command, WorkerEvent};
+use crate::metrics;
+use crate::sockjs::Endpoint;
+
+/// Close code and reason telling clients to reconnect at once, elsewhere.
+pub const SERVICE_RESTART: (u16, &str) = (1012, "Service Restart");
+/// Interval of status reports.
+const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// Interval of session counts while draining.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
+
+/// Starts the control tasks on the current thread.
+pub fn start(endpoint: Endpoint, server: ServerHandle, port: u16, drain_timeout: Duration) {
+    let (lines, mut outbox) = mpsc::unbounded_channel::<String>();
+    // One writer, so lines never interleave.
+    actix_rt::spawn(async move {
+        let mut stdout = tokio::io::stdout();
+        while let Some(line) = outbox.recv().await {
+            if stdout.write_all(line.as_bytes()).await.is_err() || stdout.flush().await.is_err() {
+                break;
+            }
+        }
+    });
+    let _ = lines.send(encode(&WorkerEvent::Ready {
+        port,
+        version: env!("CARGO_PKG_VERSION").to_string(),
+    }));
+
+    let (drain_tx, mut drain_rx) = mpsc::channel::<&'static str>(1);
+    let reader_drain = drain_tx.clone();
+    actix_rt::spawn(async move {
+        let mut stdin = BufReader::new(tokio::io::stdin()).lines();
+        loop {
+            match stdin.next_line().await {
+                Ok(Some(line)) => match serde_json::from_str::<Command>(&line) {
+                    Ok(Command::Drain) => {
+                        let _ = reader_drain.send("drain command").await;
+                    }
+                    Err(e) => warn!("control: unknown command line={line:?} error={e}"),
+                },
+                Ok(None) | Err(_) => {
+                    let _ = reader_drain.send("supervisor gone").await;
+                    return;
+                }
+            }
+        }
+    });
+
+    actix_rt::spawn(async move {
+        let mut draining = false;
+        let mut status = tokio::time::interval(STATUS_EVERY);
+        loop {
+            tokio::select! {
+                _ = status.tick() => {
+                    let sessions = endpoint.session_count().await;
+                    let _ = lines.send(encode(&WorkerEvent::Status {
+                        sessions,
+                        draining,
+                        metrics: metrics::snapshot(),
+                    }));
+                }
+                Some(why) = drain_rx.recv(), if !draining => {
+                    draining = true;
+                    let (code, reason) = SERVICE_RESTART;
+                    let told = endpoint.close_all(code, reason).await;
+                    info!("worker draining reason={why:?} sessions={told}");
+                    let _ = lines.send(encode(&WorkerEvent::Draining { sessions: told }));
+                    let endpoint = endpoint.clone();
+                    let server = server.clone();
+                    actix_rt::spawn(async move {
+                        let deadline = tokio::time::Instant::now() + drain_timeout;
+                        loop {
+                            let left = endpoint.session_count().await;
+                            if left == 0 || tokio::time::Instant::now() >= deadline {
+                                info!("worker drained sessions_left={left}");
+                                break;
+                            }
+                            tokio::time::sleep(DRAIN_POLL).await;
+                        }
+                        server.stop(true).await;
+                    });
+                }
+            }
+        }
+    });
+    drop(drain_tx);
+}
