@@ -41,6 +41,14 @@ pub struct Config {
     pub sessions: SessionsConfig,
     pub http_topics: Vec<HttpTopicRule>,
     pub compat: CompatConfig,
+    pub api: ApiConfig,
+}
+
+/// `[api]`: the server API on the main port.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Bearer token; `None` disables the API.
+    pub key: Option<String>,
 }
 
 /// `[http]`: addresses and ports.
@@ -254,6 +262,15 @@ impl Config {
             compat: RawCompat {
                 legacy_handshake: self.compat.legacy_handshake,
             },
+            api: RawApi {
+                // Never print a secret.
+                key: self
+                    .api
+                    .key
+                    .as_ref()
+                    .map(|_| "(set)".to_string())
+                    .unwrap_or_default(),
+            },
         }
     }
 
@@ -424,6 +441,13 @@ pub struct RawConfig {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub http_topics: Vec<RawHttpTopic>,
     pub compat: RawCompat,
+    pub api: RawApi,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawApi {
+    pub key: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -909,6 +933,9 @@ impl RawConfig {
             http_topics,
             compat: CompatConfig {
                 legacy_handshake: self.compat.legacy_handshake,
+            },
+            api: ApiConfig {
+                key: (!self.api.key.is_empty()).then_some(self.api.key),
             },
         })
     }

@@ -16,8 +16,13 @@ use rohrpost::tls::{self, TlsFiles};
     about = "A real-time gateway: SockJS sessions for browsers, Redis and HTTP for backends"
 )]
 struct Cli {
+    /// Config file for the supervisor (default: $ROHRPOST_CONFIG, config/rohrpost.toml,
+    /// /etc/rohrpost/rohrpost.toml).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Without a subcommand, rohrpost runs the supervisor: the main port and the workers.
     #[command(subcommand)]
-    command: Command,
+    command: Option<Command>,
 }
 
 #[derive(Subcommand)]
@@ -77,7 +82,14 @@ fn main() -> ExitCode {
         .format_timestamp_millis()
         .init();
     let cli = Cli::parse();
-    match cli.command {
+    let Some(command) = cli.command else {
+        let config = match Config::load(cli.config.as_deref()) {
+            Ok(c) => c,
+            Err(errors) => return config_failed(&errors),
+        };
+        return run_supervisor(config);
+    };
+    match command {
         Command::CheckConfig { config } => match Config::load(config.as_deref()) {
             Ok(config) => {
                 match &config.source {
@@ -160,10 +172,27 @@ fn config_failed(errors: &rohrpost::config::ConfigErrors) -> ExitCode {
 }
 
 fn run_system(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> ExitCode {
-    match actix_rt::System::new().block_on(fut) {
-        Ok(()) => ExitCode::SUCCESS,
+    let system = actix_rt::System::new();
+    if let Err(e) = system.block_on(fut) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    ExitCode::SUCCESS
+}
+
+/// Runs the supervisor: its future sets everything up, then the system runs until an actor stops
+/// it with an exit code.
+fn run_supervisor(config: Config) -> ExitCode {
+    let system = actix_rt::System::new();
+    if let Err(e) = system.block_on(rohrpost::supervisor::run(config)) {
+        eprintln!("error: {e:#}");
+        return ExitCode::FAILURE;
+    }
+    match system.run_with_code() {
+        Ok(0) => ExitCode::SUCCESS,
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

@@ -124,5 +124,11 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
         );
     }
     server.await?;
+    if supervised {
+        // The control channel's stdin reader sits in a blocking read that would keep the runtime
+        // from finishing until the supervisor closes the pipe: the worker is done, so leave now.
+        info!("worker exits port={port}");
+        std::process::exit(0);
+    }
     Ok(())
 }

@@ -1,0 +1,81 @@
+//! The supervisor: `rohrpost` with no subcommand, the process operators start, stop and upgrade.
+//!
+//! It spawns `workers.count` worker processes (this same executable, `rohrpost worker`), worker i
+//! on `http.worker_base_port + i`, keeps a control channel to each ([`crate::control`]), restarts
+//! them when they crash and one at a time when asked to ([`actor`]), and serves the main port
+//! ([`crate::main_port`]).
+//!
+//! Signals: SIGTERM/SIGINT drain every worker and exit when they are gone (a second one exits at
+//! once); SIGHUP starts a staged restart, which also picks up a replaced executable.
+
+pub mod actor;
+pub mod process;
+
+use actix::prelude::*;
+use actix_web::{web, App, HttpServer};
+use log::info;
+use tokio::signal::unix::{signal, SignalKind};
+
+use crate::config::Config;
+use crate::main_port::{self, MainPort};
+use actor::{Shutdown, StartRoll, Supervisor};
+
+/// Runs the supervisor until it is stopped; the system's exit code says how it ended.
+pub async fn run(config: Config) -> anyhow::Result<()> {
+    // The executable file on disk, taken now: a staged restart starts what is there then.
+    let exe = std::env::current_exe()?;
+    let supervisor = Supervisor::new(config.clone(), exe).start();
+
+    let state = web::Data::new(MainPort::new(&config, supervisor.clone()));
+    let routes = config.clone();
+    let server = HttpServer::new(move || {
+        App::new()
+            .app_data(state.clone())
+            .configure(|cfg| main_port::configure(&routes, cfg))
+    })
+    .workers(1)
+    .disable_signals()
+    .shutdown_timeout(1);
+    let addr = (config.http.host.as_str(), config.http.main_port);
+    let server = match config.tls_files() {
+        Some(files) => server.bind_rustls_0_23(addr, files.server_config()?)?,
+        None => server.bind(addr)?,
+    };
+    info!(
+        "supervisor listening url={}://{}:{}{} workers={} base_port={}",
+        config.http_scheme(),
+        config.http.host,
+        config.http.main_port,
+        config.http.connect_path,
+        config.workers.count,
+        config.http.worker_base_port
+    );
+    actix_rt::spawn(server.run());
+    watch_signals(supervisor)?;
+    Ok(())
+}
+
+fn watch_signals(supervisor: Addr<Supervisor>) -> std::io::Result<()> {
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let mut hup = signal(SignalKind::hangup())?;
+    actix_rt::spawn(async move {
+        let mut stopping = false;
+        loop {
+            tokio::select! {
+                _ = term.recv() => {}
+                _ = int.recv() => {}
+                _ = hup.recv() => {
+                    info!("SIGHUP: staged restart");
+                    supervisor.do_send(StartRoll);
+                    continue;
+                }
+            }
+            supervisor.do_send(Shutdown {
+                immediate: stopping,
+            });
+            stopping = true;
+        }
+    });
+    Ok(())
+}
