@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Development start: builds Rohrpost, fetches the SockJS browser client, makes a development TLS
-# certificate if there is none, and runs a worker serving SockJS with the committed config.
-# Usage: ./start.sh [extra rohrpost worker args]
+# certificate if there is none, and runs the supervisor (main port 3000, workers from 3001) with
+# the committed config. Usage: ./start.sh [extra rohrpost args]
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,4 +17,9 @@ cargo build --release
 # A self-signed certificate for localhost, used when tls.enabled = true.
 ./target/release/rohrpost gen-cert --dir keys
 ./target/release/rohrpost check-config >/dev/null
-exec ./target/release/rohrpost worker --index 0 "$@"
+# The committed config uses the Redis broker: start a local Redis if none answers.
+if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
+  command -v redis-server >/dev/null && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 \
+    --save "" --appendonly no >/dev/null
+fi
+exec ./target/release/rohrpost "$@"
