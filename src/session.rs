@@ -34,6 +34,9 @@ use crate::topics::{Pattern, Topic};
 
 /// Close code and reason for a session that never said hello.
 pub const HANDSHAKE_TIMEOUT: (u16, &str) = (4000, "Handshake timeout: send {\"hello\": 1} first");
+/// First and longest pause before storing a session record again after the broker refused it.
+const SAVE_RETRY_FIRST: Duration = Duration::from_millis(250);
+const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Client messages buffered while a resumed session's record is being loaded.
 const MAX_PENDING: usize = 256;
 
@@ -151,6 +154,9 @@ pub struct RohrpostSession {
     key: SessionKey,
     phase: Phase,
     handshake_timer: Option<SpawnHandle>,
+    /// A pending retry of storing the record.
+    save_retry: Option<SpawnHandle>,
+    save_backoff: Duration,
 }
 
 type Ctx<'a> = SessionCtx<'a, RohrpostSession>;
@@ -169,6 +175,8 @@ impl RohrpostSession {
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             phase: Phase::AwaitingHello,
             handshake_timer: None,
+            save_retry: None,
+            save_backoff: SAVE_RETRY_FIRST,
         }
     }
 
@@ -266,7 +274,6 @@ impl RohrpostSession {
             recipient,
             patterns: session.patterns(),
         });
-        self.store(&session);
         if legacy {
             s.send(&format!("ok:{id}"));
         } else {
@@ -284,26 +291,55 @@ impl RohrpostSession {
             session.id
         );
         self.phase = Phase::Established(session);
+        self.save(s);
         // Keep the record alive while connected.
         let refresh = (self.settings().ttl / 3).max(Duration::from_secs(1));
-        s.context().run_interval(refresh, |act, ctx| {
-            act.with_handler(ctx, |h, _| {
-                if let Phase::Established(session) = &h.phase {
-                    h.store(session);
-                }
-            })
-        });
+        s.context()
+            .run_interval(refresh, |act, ctx| act.with_handler(ctx, |h, s| h.save(s)));
         for message in pending {
             self.on_message(message, s);
         }
     }
 
-    fn store(&self, session: &Established) {
-        self.services.broker.store.do_send(StoreSession {
+    fn store_message(&self, session: &Established) -> StoreSession {
+        StoreSession {
             id: session.id.clone(),
             record: session.record(),
             ttl: self.settings().ttl,
-        });
+        }
+    }
+
+    /// Stores the session record; while the broker cannot take it, tries again with backoff
+    /// (one retry chain at a time, always with the latest record), so that a session made or
+    /// changed while Redis is down can still be resumed elsewhere once Redis is back.
+    fn save(&mut self, s: &mut Ctx<'_>) {
+        let Phase::Established(session) = &self.phase else {
+            return;
+        };
+        if self.save_retry.is_some() {
+            return; // the pending retry will store the latest record
+        }
+        let store = self.services.broker.store.send(self.store_message(session));
+        s.context()
+            .spawn(
+                actix::fut::wrap_future::<_, Session<Self>>(store).map(|result, act, ctx| {
+                    if matches!(result, Ok(Ok(()))) {
+                        act.with_handler(ctx, |h, _| h.save_backoff = SAVE_RETRY_FIRST);
+                        return;
+                    }
+                    act.with_handler(ctx, |h, s| {
+                        let delay = h.save_backoff;
+                        h.save_backoff = (delay * 2).min(SAVE_RETRY_MAX);
+                        debug!("session record not stored; retrying in {delay:?}");
+                        h.save_retry = Some(s.context().run_later(delay, |act, ctx| {
+                            act.with_handler(ctx, |h, s| {
+                                h.save_retry = None;
+                                h.save(s);
+                            })
+                        }));
+                    })
+                }),
+            );
     }
 
     /// A client message after the handshake.
@@ -462,10 +498,7 @@ impl RohrpostSession {
             });
         }
         if changed_whitelist || changed_data {
-            let Phase::Established(session) = &self.phase else {
-                return;
-            };
-            self.store(session);
+            self.save(s);
         }
         let Phase::Established(session) = &self.phase else {
             return;
@@ -521,7 +554,11 @@ impl SessionHandler for RohrpostSession {
     fn on_close(&mut self, cause: CloseCause) {
         if let Phase::Established(session) = std::mem::replace(&mut self.phase, Phase::Closed) {
             self.services.router.do_send(Leave { key: self.key });
-            self.store(&session);
+            // Last save, refreshing the TTL: the client may resume within `sessions.ttl`.
+            self.services
+                .broker
+                .store
+                .do_send(self.store_message(&session));
             info!("session closed session={} cause={cause:?}", session.id);
         }
     }

@@ -90,6 +90,20 @@ pub struct SharedSecret {
 #[rtype(result = "bool")]
 pub struct IsConnected;
 
+/// Receives and drops broker messages: the subscriber of a broker that is only used to publish
+/// (the supervisor's server API).
+pub struct Discard;
+
+impl Actor for Discard {
+    type Context = Context<Self>;
+}
+
+impl Handler<BrokerMessage> for Discard {
+    type Result = ();
+
+    fn handle(&mut self, _msg: BrokerMessage, _ctx: &mut Context<Self>) {}
+}
+
 /// A worker's handle on its broker.
 #[derive(Clone)]
 pub struct Broker {

@@ -16,7 +16,9 @@ use actix_web::{web, App, HttpServer};
 use log::info;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::config::Config;
+use crate::broker::redis::RedisBroker;
+use crate::broker::{Broker, Discard};
+use crate::config::{BrokerKind, Config};
 use crate::main_port::{self, MainPort};
 use actor::{Shutdown, StartRoll, Supervisor};
 
@@ -25,8 +27,14 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The executable file on disk, taken now: a staged restart starts what is there then.
     let exe = std::env::current_exe()?;
     let supervisor = Supervisor::new(config.clone(), exe).start();
+    let broker = match config.broker.kind {
+        BrokerKind::Redis => Broker::of(&RedisBroker::start(
+            &config.broker.redis_url,
+            Discard.start().recipient(),
+        )?),
+    };
 
-    let state = web::Data::new(MainPort::new(&config, supervisor.clone()));
+    let state = web::Data::new(MainPort::new(&config, supervisor.clone(), broker));
     let routes = config.clone();
     let server = HttpServer::new(move || {
         App::new()

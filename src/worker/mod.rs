@@ -19,7 +19,7 @@ use actix_web::{App, HttpServer};
 use log::{info, warn};
 
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, SharedSecret};
+use crate::broker::{Broker, IsConnected, SharedSecret};
 use crate::config::{BrokerKind, Config};
 use crate::http_backend::HttpBackend;
 use crate::resume::{new_secret, TokenKey};
@@ -45,6 +45,7 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
             (router, broker)
         }
     };
+    wait_connected(&broker).await;
     let tokens = TokenKey::new(&shared_secret(config, &broker).await);
     let http = HttpBackend::new(
         Arc::new(config.http_topics.clone()),
@@ -57,6 +58,20 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
         http,
         settings: SessionSettings::from_config(config, tokens),
     }))
+}
+
+/// Waits a little for the broker to connect, so that a worker is ready with a working broker
+/// when one is there; without one it starts anyway (sessions then get `backend_unavailable`
+/// until the broker is back).
+async fn wait_connected(broker: &Broker) {
+    let deadline = tokio::time::Instant::now() + SECRET_WAIT;
+    while tokio::time::Instant::now() < deadline {
+        if let Ok(true) = broker.connected.send(IsConnected).await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    warn!("broker not connected after {SECRET_WAIT:?}; starting anyway");
 }
 
 /// The resume-token secret: configured, or agreed through the broker so that every worker and

@@ -1,0 +1,161 @@
+//! The server API, for backends that prefer HTTP to Redis: publish a backend message, send one
+//! to a session, start a staged restart. Enabled when `api.key` is set; every call needs
+//! `Authorization: Bearer <api.key>`, compared in constant time.
+
+use std::sync::Arc;
+
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, HttpRequest, HttpResponse};
+use bytes::Bytes;
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use subtle::ConstantTimeEq;
+
+use super::MainPort;
+use crate::broker::Publish;
+use crate::protocol::DIRECT_PREFIX;
+use crate::supervisor::actor::StartRoll;
+use crate::topics::Topic;
+
+/// Body of both calls: a backend message. `topic` is the channel for `/api/publish` (required)
+/// and the topic the client sees for `/api/sessions/{id}` (optional).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+struct ApiMessage {
+    #[serde(default)]
+    topic: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    data: Option<Value>,
+    #[serde(default)]
+    add: Option<Vec<String>>,
+    #[serde(default)]
+    remove: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    session_data: Option<Value>,
+}
+
+fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+impl ApiMessage {
+    /// The backend message as published on the broker.
+    fn to_message(&self, topic: Option<&str>) -> Value {
+        let mut m = Map::new();
+        if let Some(data) = &self.data {
+            m.insert("data".into(), data.clone());
+        }
+        if let Some(topic) = topic {
+            m.insert("topic".into(), Value::String(topic.to_string()));
+        }
+        if let Some(add) = &self.add {
+            m.insert("add".into(), add.clone().into());
+        }
+        if let Some(remove) = &self.remove {
+            m.insert("remove".into(), remove.clone().into());
+        }
+        if let Some(sd) = &self.session_data {
+            m.insert("sessionData".into(), sd.clone());
+        }
+        Value::Object(m)
+    }
+}
+
+fn bad_request(message: impl std::fmt::Display) -> HttpResponse {
+    HttpResponse::BadRequest()
+        .content_type(ContentType::plaintext())
+        .body(format!("{message}\n"))
+}
+
+/// `POST /api/publish`: `{"topic", "data"?, "add"?, "remove"?, "sessionData"?}` published on
+/// `topic`, exactly like a backend's Redis PUBLISH.
+pub async fn publish(req: HttpRequest, body: Bytes, port: web::Data<MainPort>) -> HttpResponse {
+    if let Some(refusal) = refuse_unauthorized(&req, &port) {
+        return refusal;
+    }
+    let body: ApiMessage = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format_args!("body: {e}")),
+    };
+    let Some(topic) = &body.topic else {
+        return bad_request("body: missing field `topic` (the channel to publish on)");
+    };
+    if let Err(e) = Topic::parse(topic, port.max_topic_len) {
+        return bad_request(format_args!("topic {topic:?}: {e}"));
+    }
+    send(&port, topic, body.to_message(None)).await
+}
+
+/// `POST /api/sessions/{id}`: a message on the session's direct topic.
+pub async fn to_session(
+    req: HttpRequest,
+    id: web::Path<String>,
+    body: Bytes,
+    port: web::Data<MainPort>,
+) -> HttpResponse {
+    if let Some(refusal) = refuse_unauthorized(&req, &port) {
+        return refusal;
+    }
+    let id = id.into_inner();
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return bad_request("session id: printable characters expected");
+    }
+    let body: ApiMessage = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => return bad_request(format_args!("body: {e}")),
+    };
+    let channel = format!("{DIRECT_PREFIX}{id}");
+    send(&port, &channel, body.to_message(body.topic.as_deref())).await
+}
+
+async fn send(port: &MainPort, channel: &str, message: Value) -> HttpResponse {
+    let publish = Publish {
+        channel: Arc::from(channel),
+        payload: Bytes::from(message.to_string()),
+    };
+    match port.broker.publish.send(publish).await {
+        Ok(Ok(())) => HttpResponse::Accepted().json(serde_json::json!({ "published": channel })),
+        Ok(Err(e)) => HttpResponse::ServiceUnavailable()
+            .content_type(ContentType::plaintext())
+            .body(format!("{e}\n")),
+        Err(e) => HttpResponse::ServiceUnavailable()
+            .content_type(ContentType::plaintext())
+            .body(format!("broker unavailable: {e}\n")),
+    }
+}
+
+/// `POST /api/restart`: starts a staged restart (needs `api.key`).
+pub async fn restart(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
+    if let Some(refusal) = refuse_unauthorized(&req, &port) {
+        return refusal;
+    }
+    let started = port.supervisor.send(StartRoll).await.unwrap_or(false);
+    HttpResponse::Accepted().json(serde_json::json!({ "started": started }))
+}
+
+/// Checks the bearer token against `api.key` in constant time; the refusal when it does not match.
+fn refuse_unauthorized(req: &HttpRequest, port: &MainPort) -> Option<HttpResponse> {
+    let Some(key) = &port.api_key else {
+        return Some(
+            HttpResponse::NotFound()
+                .content_type(ContentType::plaintext())
+                .body("The server API is disabled: set api.key to enable it.\n"),
+        );
+    };
+    let given = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or("");
+    if bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
+        None
+    } else {
+        Some(
+            HttpResponse::Unauthorized()
+                .insert_header((header::WWW_AUTHENTICATE, "Bearer"))
+                .content_type(ContentType::plaintext())
+                .body("Missing or wrong bearer token.\n"),
+        )
+    }
+}

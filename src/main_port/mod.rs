@@ -1,0 +1,127 @@
+//! The main port: `/connect` load balancing, `/health`, `/metrics`, the server API and static
+//! files, served by the supervisor.
+//!
+//! `GET {http.connect_path}` answers with the SockJS URL of the least-loaded ready worker that is
+//! not draining, so browsers spread over the workers with no websocket-aware proxy in front.
+
+mod api;
+mod prometheus;
+
+use actix::prelude::*;
+use actix_web::http::header::{self, ContentType};
+use actix_web::{web, HttpRequest, HttpResponse};
+
+use crate::broker::Broker;
+use crate::config::Config;
+use crate::supervisor::actor::{GetOverview, PickWorker, SlotState, Supervisor};
+
+/// What the main port's handlers share.
+pub struct MainPort {
+    pub supervisor: Addr<Supervisor>,
+    /// Where `/api/publish` and `/api/sessions/{id}` publish.
+    pub broker: Broker,
+    pub max_topic_len: usize,
+    pub scheme: &'static str,
+    pub host_external: String,
+    pub prefix: String,
+    pub api_key: Option<String>,
+}
+
+impl MainPort {
+    pub fn new(config: &Config, supervisor: Addr<Supervisor>, broker: Broker) -> Self {
+        MainPort {
+            supervisor,
+            broker,
+            max_topic_len: config.limits.max_topic_len,
+            scheme: config.http_scheme(),
+            host_external: config.http.host_external.clone(),
+            prefix: config.sockjs.prefix.clone(),
+            api_key: config.api.key.clone(),
+        }
+    }
+}
+
+/// Mounts the main port's routes.
+pub fn configure(config: &Config, cfg: &mut web::ServiceConfig) {
+    cfg.route(&config.http.connect_path, web::get().to(connect))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .route("/api/restart", web::post().to(api::restart))
+        .route("/api/publish", web::post().to(api::publish))
+        .route("/api/sessions/{id}", web::post().to(api::to_session));
+    if let Some(dir) = &config.http.static_dir {
+        cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
+    }
+}
+
+/// `GET /connect`: the SockJS URL of a worker, as text (or JSON with `Accept: application/json`).
+async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
+    let picked = port.supervisor.send(PickWorker).await.ok().flatten();
+    let mut res = match picked {
+        None => HttpResponse::ServiceUnavailable(),
+        Some(_) => HttpResponse::Ok(),
+    };
+    res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((
+            header::CACHE_CONTROL,
+            "no-store, no-cache, must-revalidate, max-age=0",
+        ));
+    let Some(worker) = picked else {
+        return res
+            .content_type(ContentType::plaintext())
+            .body("No worker is available right now; try again in a moment.\n");
+    };
+    let url = format!(
+        "{}://{}:{}{}",
+        port.scheme, port.host_external, worker.port, port.prefix
+    );
+    let wants_json = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("application/json"));
+    if wants_json {
+        res.json(serde_json::json!({
+            "url": url,
+            "worker": worker.index,
+            "sessions": worker.sessions,
+        }))
+    } else {
+        res.content_type(ContentType::plaintext()).body(url)
+    }
+}
+
+/// `GET /health`: 200 while at least one worker is ready.
+async fn health(port: web::Data<MainPort>) -> HttpResponse {
+    let Ok(overview) = port.supervisor.send(GetOverview).await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    let ready = overview
+        .workers
+        .iter()
+        .filter(|w| w.state == SlotState::Ready)
+        .count();
+    let mut res = if ready > 0 {
+        HttpResponse::Ok()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    res.json(serde_json::json!({
+        "status": if ready > 0 { "ok" } else { "unavailable" },
+        "version": env!("CARGO_PKG_VERSION"),
+        "ready_workers": ready,
+        "workers": overview.workers,
+        "counters": overview.counters,
+        "rolling": overview.rolling,
+    }))
+}
+
+/// `GET /metrics`: Prometheus text format, summed over the workers' reports.
+async fn metrics(port: web::Data<MainPort>) -> HttpResponse {
+    let Ok(overview) = port.supervisor.send(GetOverview).await else {
+        return HttpResponse::ServiceUnavailable().finish();
+    };
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(prometheus::render(&overview))
+}

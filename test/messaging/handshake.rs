@@ -1,0 +1,127 @@
+//! The handshake: `{"hello": 1}` first, a welcome with a fresh session, `handshake_required`
+//! for anything else, a close for clients that never say hello, and the legacy 0.x form.
+
+use std::time::{Duration, Instant};
+
+use awc::ws::CloseCode;
+use serde_json::json;
+
+use crate::broker::{settle, unique, Redis};
+use crate::worker::{Worker, WorkerConfig};
+
+#[actix_rt::test]
+async fn welcome_gives_fresh_session_with_default_whitelist() {
+    let worker = Worker::start_default().await;
+    let (_first, a) = worker.session().await;
+    let (_second, b) = worker.session().await;
+    assert_ne!(a.session, b.session, "every hello starts its own session");
+    assert_ne!(a.resume, b.resume);
+    assert!(!a.resumed && !b.resumed);
+    assert_eq!(a.whitelist, worker.config().default_whitelist);
+}
+
+#[actix_rt::test]
+async fn message_before_hello_gives_handshake_required() {
+    let worker = Worker::start_default().await;
+    let mut client = worker.connect().await;
+    client.publish(&worker.topic("anonym"), json!(1)).await;
+    client.expect_error("handshake_required").await;
+    let welcome = client.hello().await;
+    assert!(!welcome.resumed);
+}
+
+#[actix_rt::test]
+async fn non_hello_first_message_gives_handshake_required() {
+    let worker = Worker::start_default().await;
+    let mut client = worker.connect().await;
+    for text in [
+        r#"{"hello": 2}"#,
+        r#"{"hello": "1"}"#,
+        r#"{"resume": "abc"}"#,
+        "{}",
+        r#"[{"hello": 1}]"#,
+        "1",
+        "abc.def",
+    ] {
+        client.send_text(text).await;
+        client.expect_error("handshake_required").await;
+    }
+    client.hello().await;
+}
+
+#[actix_rt::test]
+async fn handshake_timeout_closes_silent_session() {
+    let config = WorkerConfig {
+        handshake_timeout: "500ms".to_owned(),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::start(&config).await;
+    let mut client = worker.connect().await;
+    let opened = Instant::now();
+    let reason = client
+        .expect_closed(Duration::from_secs(5))
+        .await
+        .expect("the close frame carries a code");
+    let waited = opened.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "closed after {waited:?}, before the 500 ms handshake timeout"
+    );
+    assert_eq!(
+        reason.code,
+        CloseCode::Other(4000),
+        "close reason {reason:?}"
+    );
+    let description = reason.description.unwrap_or_default().to_lowercase();
+    assert!(
+        description.contains("handshake"),
+        "the reason mentions the handshake: {description:?}"
+    );
+}
+
+#[actix_rt::test]
+async fn hello_in_time_is_not_closed_by_handshake_timeout() {
+    let config = WorkerConfig {
+        handshake_timeout: "500ms".to_owned(),
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::start(&config).await;
+    let (mut client, _) = worker.session().await;
+    client.expect_quiet(Duration::from_millis(1200)).await;
+    client.publish(&unique("secret"), json!(1)).await;
+    client.expect_error("not_whitelisted").await;
+}
+
+#[actix_rt::test]
+async fn legacy_handshake_accepts_bare_session_id() {
+    let config = WorkerConfig {
+        legacy_handshake: true,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::start(&config).await;
+    let mut client = worker.connect().await;
+    let dotted = unique("legacy");
+    let id = dotted.replace('.', "");
+    client.send_text(&dotted).await;
+    assert_eq!(client.recv_text().await, format!("ok:{id}"));
+
+    // Then the session works normally: its direct topic, its whitelist.
+    let mut redis = Redis::shared().await;
+    let direct = format!("rohrpost.client.{id}");
+    settle(&mut redis, &mut client, &direct).await;
+    redis.publish(&direct, &json!({"data": "hello 0.x"})).await;
+    client.expect(&direct, json!("hello 0.x")).await;
+    client.publish(&unique("secret"), json!(1)).await;
+    client.expect_error("not_whitelisted").await;
+}
+
+#[actix_rt::test]
+async fn legacy_mode_still_accepts_hello() {
+    let config = WorkerConfig {
+        legacy_handshake: true,
+        ..WorkerConfig::default()
+    };
+    let worker = Worker::start(&config).await;
+    let (_client, welcome) = worker.session().await;
+    assert!(!welcome.resumed);
+}
