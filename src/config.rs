@@ -42,6 +42,14 @@ pub struct Config {
     pub http_topics: Vec<HttpTopicRule>,
     pub compat: CompatConfig,
     pub api: ApiConfig,
+    pub cluster: ClusterConfig,
+}
+
+/// `[cluster]`: several machines sharing one Redis.
+#[derive(Debug, Clone)]
+pub struct ClusterConfig {
+    /// Workers announce themselves in Redis and `/connect` picks from the whole cluster.
+    pub enabled: bool,
 }
 
 /// `[api]`: the server API on the main port.
@@ -262,6 +270,9 @@ impl Config {
             compat: RawCompat {
                 legacy_handshake: self.compat.legacy_handshake,
             },
+            cluster: RawCluster {
+                enabled: self.cluster.enabled,
+            },
             api: RawApi {
                 // Never print a secret.
                 key: self
@@ -285,6 +296,17 @@ impl Config {
             cert: self.tls.cert.clone(),
             key: self.tls.key.clone(),
         })
+    }
+
+    /// The SockJS URL browsers use for the worker on `port`.
+    pub fn worker_url(&self, port: u16) -> String {
+        format!(
+            "{}://{}:{}{}",
+            self.http_scheme(),
+            self.http.host_external,
+            port,
+            self.sockjs.prefix
+        )
     }
 
     /// `http` or `https`, for URLs handed to browsers.
@@ -442,6 +464,13 @@ pub struct RawConfig {
     pub http_topics: Vec<RawHttpTopic>,
     pub compat: RawCompat,
     pub api: RawApi,
+    pub cluster: RawCluster,
+}
+
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawCluster {
+    pub enabled: bool,
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -936,6 +965,9 @@ impl RawConfig {
             },
             api: ApiConfig {
                 key: (!self.api.key.is_empty()).then_some(self.api.key),
+            },
+            cluster: ClusterConfig {
+                enabled: self.cluster.enabled,
             },
         })
     }

@@ -13,6 +13,7 @@
 //! - [`tls`]: rustls setup and development certificates.
 
 pub mod broker;
+pub mod cluster;
 pub mod config;
 pub mod control;
 pub mod echo;

@@ -19,7 +19,7 @@ use log::{debug, info};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::broker::{Broker, LoadSession, Publish, StoreSession};
+use crate::broker::{Broker, Cluster, LoadSession, Publish, StoreSession};
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
 use crate::metrics::{self, DropReason, Path};
@@ -44,6 +44,8 @@ const MAX_PENDING: usize = 256;
 pub struct Services {
     pub router: Addr<Router>,
     pub broker: Broker,
+    /// The cluster directory, when the broker keeps one (Redis).
+    pub cluster: Option<Cluster>,
     pub http: Addr<HttpBackend>,
     pub settings: SessionSettings,
 }

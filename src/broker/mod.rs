@@ -90,6 +90,48 @@ pub struct SharedSecret {
 #[rtype(result = "bool")]
 pub struct IsConnected;
 
+/// Writes this worker's entry in the cluster directory (Redis hash `rohrpost:workers`, field =
+/// the worker's SockJS URL).
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Announce {
+    pub url: Arc<str>,
+    pub entry: Bytes,
+}
+
+/// Removes entries from the cluster directory.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct Withdraw {
+    pub urls: Vec<String>,
+}
+
+/// Reads the whole cluster directory: (url, entry) pairs.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "Result<Vec<(String, Bytes)>, BrokerError>")]
+pub struct Directory;
+
+/// The cluster directory, kept by brokers that several machines share (Redis).
+#[derive(Clone)]
+pub struct Cluster {
+    pub announce: Recipient<Announce>,
+    pub withdraw: Recipient<Withdraw>,
+    pub directory: Recipient<Directory>,
+}
+
+impl Cluster {
+    pub fn of<A>(addr: &Addr<A>) -> Cluster
+    where
+        A: Actor<Context = Context<A>> + Handler<Announce> + Handler<Withdraw> + Handler<Directory>,
+    {
+        Cluster {
+            announce: addr.clone().recipient(),
+            withdraw: addr.clone().recipient(),
+            directory: addr.clone().recipient(),
+        }
+    }
+}
+
 /// Receives and drops broker messages: the subscriber of a broker that is only used to publish
 /// (the supervisor's server API).
 pub struct Discard;

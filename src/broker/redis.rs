@@ -47,8 +47,8 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
 use super::{
-    BrokerError, BrokerMessage, IsConnected, LoadSession, Publish, SharedSecret, StoreSession,
-    Subscribe, Unsubscribe,
+    Announce, BrokerError, BrokerMessage, Directory, IsConnected, LoadSession, Publish,
+    SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw,
 };
 use crate::topics::Pattern;
 
@@ -645,6 +645,51 @@ impl Handler<SharedSecret> for RedisBroker {
             result?
                 .ok_or_else(|| BrokerError::Server(format!("{SECRET_KEY} vanished after SET NX")))
         }))
+    }
+}
+
+/// Redis hash holding the cluster directory.
+const DIRECTORY_KEY: &str = "rohrpost:workers";
+
+impl Handler<Announce> for RedisBroker {
+    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: Announce, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut hset = redis::cmd("HSET");
+        hset.arg(DIRECTORY_KEY).arg(&*msg.url).arg(&msg.entry[..]);
+        self.run("HSET", move |mut commands| async move {
+            let _fields: i64 = hset.query_async(&mut commands).await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Withdraw> for RedisBroker {
+    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: Withdraw, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut hdel = redis::cmd("HDEL");
+        hdel.arg(DIRECTORY_KEY).arg(&msg.urls);
+        self.run("HDEL", move |mut commands| async move {
+            let _removed: i64 = hdel.query_async(&mut commands).await?;
+            Ok(())
+        })
+    }
+}
+
+impl Handler<Directory> for RedisBroker {
+    type Result = ResponseActFuture<Self, Result<Vec<(String, Bytes)>, BrokerError>>;
+
+    fn handle(&mut self, _msg: Directory, _ctx: &mut Context<Self>) -> Self::Result {
+        let mut hgetall = redis::cmd("HGETALL");
+        hgetall.arg(DIRECTORY_KEY);
+        self.run("HGETALL", move |mut commands| async move {
+            let pairs: Vec<(String, Vec<u8>)> = hgetall.query_async(&mut commands).await?;
+            Ok(pairs
+                .into_iter()
+                .map(|(url, entry)| (url, Bytes::from(entry)))
+                .collect())
+        })
     }
 }
 

@@ -11,7 +11,8 @@ use actix::prelude::*;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, HttpRequest, HttpResponse};
 
-use crate::broker::Broker;
+use crate::broker::{Broker, Cluster, Directory, Withdraw};
+use crate::cluster::{self, read_directory};
 use crate::config::Config;
 use crate::supervisor::actor::{GetOverview, PickWorker, SlotState, Supervisor};
 
@@ -20,6 +21,8 @@ pub struct MainPort {
     pub supervisor: Addr<Supervisor>,
     /// Where `/api/publish` and `/api/sessions/{id}` publish.
     pub broker: Broker,
+    /// With `cluster.enabled`: the directory `/connect` picks from.
+    pub cluster: Option<Cluster>,
     pub max_topic_len: usize,
     pub scheme: &'static str,
     pub host_external: String,
@@ -28,10 +31,16 @@ pub struct MainPort {
 }
 
 impl MainPort {
-    pub fn new(config: &Config, supervisor: Addr<Supervisor>, broker: Broker) -> Self {
+    pub fn new(
+        config: &Config,
+        supervisor: Addr<Supervisor>,
+        broker: Broker,
+        cluster: Option<Cluster>,
+    ) -> Self {
         MainPort {
             supervisor,
             broker,
+            cluster,
             max_topic_len: config.limits.max_topic_len,
             scheme: config.http_scheme(),
             host_external: config.http.host_external.clone(),
@@ -54,10 +63,52 @@ pub fn configure(config: &Config, cfg: &mut web::ServiceConfig) {
     }
 }
 
+/// A worker to hand out: its URL, its index on this machine (if it is one of ours) and load.
+struct Choice {
+    url: String,
+    worker: Option<usize>,
+    sessions: usize,
+}
+
+/// The least-loaded worker of the cluster directory; stale entries are removed on the way.
+async fn pick_in_cluster(cluster: &Cluster) -> Option<Choice> {
+    let raw = cluster.directory.send(Directory).await.ok()?.ok()?;
+    let (live, stale) = read_directory(raw, cluster::now_ms());
+    if !stale.is_empty() {
+        cluster.withdraw.do_send(Withdraw { urls: stale });
+    }
+    cluster::pick(&live).map(|e| Choice {
+        url: e.url.clone(),
+        worker: None,
+        sessions: e.sessions,
+    })
+}
+
 /// `GET /connect`: the SockJS URL of a worker, as text (or JSON with `Accept: application/json`).
+/// In a cluster the whole directory is considered; if Redis cannot answer, this machine's own
+/// workers are.
 async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
-    let picked = port.supervisor.send(PickWorker).await.ok().flatten();
-    let mut res = match picked {
+    let mut choice = match &port.cluster {
+        Some(cluster) => pick_in_cluster(cluster).await,
+        None => None,
+    };
+    if choice.is_none() {
+        choice = port
+            .supervisor
+            .send(PickWorker)
+            .await
+            .ok()
+            .flatten()
+            .map(|w| Choice {
+                url: format!(
+                    "{}://{}:{}{}",
+                    port.scheme, port.host_external, w.port, port.prefix
+                ),
+                worker: Some(w.index),
+                sessions: w.sessions,
+            });
+    }
+    let mut res = match choice {
         None => HttpResponse::ServiceUnavailable(),
         Some(_) => HttpResponse::Ok(),
     };
@@ -66,15 +117,11 @@ async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
             header::CACHE_CONTROL,
             "no-store, no-cache, must-revalidate, max-age=0",
         ));
-    let Some(worker) = picked else {
+    let Some(choice) = choice else {
         return res
             .content_type(ContentType::plaintext())
             .body("No worker is available right now; try again in a moment.\n");
     };
-    let url = format!(
-        "{}://{}:{}{}",
-        port.scheme, port.host_external, worker.port, port.prefix
-    );
     let wants_json = req
         .headers()
         .get(header::ACCEPT)
@@ -82,12 +129,12 @@ async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
         .is_some_and(|v| v.contains("application/json"));
     if wants_json {
         res.json(serde_json::json!({
-            "url": url,
-            "worker": worker.index,
-            "sessions": worker.sessions,
+            "url": choice.url,
+            "worker": choice.worker,
+            "sessions": choice.sessions,
         }))
     } else {
-        res.content_type(ContentType::plaintext()).body(url)
+        res.content_type(ContentType::plaintext()).body(choice.url)
     }
 }
 

@@ -17,7 +17,7 @@ use log::info;
 use tokio::signal::unix::{signal, SignalKind};
 
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, Discard};
+use crate::broker::{Broker, Cluster, Discard};
 use crate::config::{BrokerKind, Config};
 use crate::main_port::{self, MainPort};
 use actor::{Shutdown, StartRoll, Supervisor};
@@ -27,14 +27,15 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     // The executable file on disk, taken now: a staged restart starts what is there then.
     let exe = std::env::current_exe()?;
     let supervisor = Supervisor::new(config.clone(), exe).start();
-    let broker = match config.broker.kind {
-        BrokerKind::Redis => Broker::of(&RedisBroker::start(
-            &config.broker.redis_url,
-            Discard.start().recipient(),
-        )?),
+    let (broker, cluster) = match config.broker.kind {
+        BrokerKind::Redis => {
+            let redis = RedisBroker::start(&config.broker.redis_url, Discard.start().recipient())?;
+            (Broker::of(&redis), Some(Cluster::of(&redis)))
+        }
     };
+    let cluster = cluster.filter(|_| config.cluster.enabled);
 
-    let state = web::Data::new(MainPort::new(&config, supervisor.clone(), broker));
+    let state = web::Data::new(MainPort::new(&config, supervisor.clone(), broker, cluster));
     let routes = config.clone();
     let server = HttpServer::new(move || {
         App::new()

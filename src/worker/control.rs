@@ -5,13 +5,17 @@
 //! closed with `1012 Service Restart` so that clients reconnect at once through `/connect`, and
 //! the worker exits when its sessions are gone or after `workers.drain_timeout`.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix_web::dev::ServerHandle;
+use bytes::Bytes;
 use log::{info, warn};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::sync::mpsc;
 
+use crate::broker::{Announce, Cluster, Withdraw};
+use crate::cluster::{self, WorkerEntry};
 use crate::control::{encode, Command, WorkerEvent};
 use crate::metrics;
 use crate::sockjs::Endpoint;
@@ -23,8 +27,15 @@ const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Interval of session counts while draining.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
-/// Starts the control tasks on the current thread.
-pub fn start(endpoint: Endpoint, server: ServerHandle, port: u16, drain_timeout: Duration) {
+/// Starts the control tasks on the current thread. With `announce`, the worker also keeps its
+/// entry in the cluster directory under its URL.
+pub fn start(
+    endpoint: Endpoint,
+    server: ServerHandle,
+    port: u16,
+    drain_timeout: Duration,
+    announce: Option<(Cluster, String)>,
+) {
     let (lines, mut outbox) = mpsc::unbounded_channel::<String>();
     // One writer, so lines never interleave.
     actix_rt::spawn(async move {
@@ -72,6 +83,18 @@ pub fn start(endpoint: Endpoint, server: ServerHandle, port: u16, drain_timeout:
                         draining,
                         metrics: metrics::snapshot(),
                     }));
+                    if let Some((cluster, url)) = &announce {
+                        let entry = WorkerEntry {
+                            url: url.clone(),
+                            sessions,
+                            draining,
+                            seen_ms: cluster::now_ms(),
+                        };
+                        cluster.announce.do_send(Announce {
+                            url: Arc::from(url.as_str()),
+                            entry: Bytes::from(serde_json::to_vec(&entry).unwrap_or_default()),
+                        });
+                    }
                 }
                 Some(why) = drain_rx.recv(), if !draining => {
                     draining = true;
@@ -81,12 +104,17 @@ pub fn start(endpoint: Endpoint, server: ServerHandle, port: u16, drain_timeout:
                     let _ = lines.send(encode(&WorkerEvent::Draining { sessions: told }));
                     let endpoint = endpoint.clone();
                     let server = server.clone();
+                    let announce = announce.clone();
                     actix_rt::spawn(async move {
                         let deadline = tokio::time::Instant::now() + drain_timeout;
                         loop {
                             let left = endpoint.session_count().await;
                             if left == 0 || tokio::time::Instant::now() >= deadline {
                                 info!("worker drained sessions_left={left}");
+                                if let Some((cluster, url)) = &announce {
+                                    let withdraw = Withdraw { urls: vec![url.clone()] };
+                                    let _ = cluster.withdraw.send(withdraw).await;
+                                }
                                 break;
                             }
                             tokio::time::sleep(DRAIN_POLL).await;

@@ -19,7 +19,7 @@ use actix_web::{App, HttpServer};
 use log::{info, warn};
 
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, IsConnected, SharedSecret};
+use crate::broker::{Broker, Cluster, IsConnected, SharedSecret};
 use crate::config::{BrokerKind, Config};
 use crate::http_backend::HttpBackend;
 use crate::resume::{new_secret, TokenKey};
@@ -33,7 +33,7 @@ const SECRET_WAIT: Duration = Duration::from_secs(5);
 /// Starts the shared actors of a worker on the current thread.
 pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     let broker_url = config.broker.redis_url.clone();
-    let (router, broker) = match config.broker.kind {
+    let (router, broker, cluster) = match config.broker.kind {
         BrokerKind::Redis => {
             // The router needs the broker and the broker delivers to the router: start the
             // router's context first and hand its address to the broker.
@@ -42,7 +42,7 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
             let redis = RedisBroker::start(&broker_url, router_addr.clone().recipient())?;
             let broker = Broker::of(&redis);
             let router = ctx.run(Router::new(broker.clone()));
-            (router, broker)
+            (router, broker, Some(Cluster::of(&redis)))
         }
     };
     wait_connected(&broker).await;
@@ -55,6 +55,7 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     Ok(Arc::new(Services {
         router,
         broker,
+        cluster,
         http,
         settings: SessionSettings::from_config(config, tokens),
     }))
@@ -107,6 +108,11 @@ async fn shared_secret(config: &Config, broker: &Broker) -> String {
 /// `supervised`, the control channel runs on stdin/stdout.
 pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<()> {
     let services = start_services(&config).await?;
+    let announce = services
+        .cluster
+        .clone()
+        .filter(|_| config.cluster.enabled)
+        .map(|cluster| (cluster, config.worker_url(port)));
     let endpoint = Endpoint::new(SockjsOptions::from_config(&config), move |_| {
         RohrpostSession::new(services.clone())
     });
@@ -136,6 +142,7 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
             server.handle(),
             port,
             config.workers.drain_timeout,
+            announce,
         );
     }
     server.await?;
