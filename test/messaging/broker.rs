@@ -90,6 +90,15 @@ impl Redis {
             .unwrap_or_else(|e| panic!("GET {key}: {e}"))
     }
 
+    /// The value of `field` in the hash `key`, if set.
+    pub async fn hget(&mut self, key: &str, field: &str) -> Option<String> {
+        let cmd = redis::cmd("HGET").arg(key).arg(field).clone();
+        actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(&mut self.conn))
+            .await
+            .unwrap_or_else(|_| panic!("HGET {key} {field}: no answer within {WAIT:?}"))
+            .unwrap_or_else(|e| panic!("HGET {key} {field}: {e}"))
+    }
+
     /// Deletes `key`.
     pub async fn del(&mut self, key: &str) {
         let cmd = redis::cmd("DEL").arg(key).clone();
