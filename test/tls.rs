@@ -32,6 +32,12 @@ fn free_port() -> u16 {
 }
 
 async fn start_tls_worker() -> TlsWorker {
+    start_tls(false).await
+}
+
+/// Starts a TLS worker, or (`supervisor`) a TLS supervisor with one worker whose main port is
+/// the returned port.
+async fn start_tls(supervisor: bool) -> TlsWorker {
     let dir = tempfile::tempdir().unwrap();
     let keys = dir.path().join("keys");
     let status = Command::new(BIN)
@@ -41,8 +47,23 @@ async fn start_tls_worker() -> TlsWorker {
         .unwrap();
     assert!(status.success());
     let port = free_port();
-    let child = Command::new(BIN)
-        .args(["worker", "--port", &port.to_string()])
+    let mut command = Command::new(BIN);
+    if supervisor {
+        command
+            .env("ROHRPOST__HTTP__MAIN_PORT", port.to_string())
+            .env("ROHRPOST__HTTP__WORKER_BASE_PORT", free_port().to_string())
+            .env("ROHRPOST__HTTP__HOST_EXTERNAL", "127.0.0.1")
+            .env("ROHRPOST__HTTP__STATIC_DIR", "")
+            .env("ROHRPOST__WORKERS__COUNT", "1");
+    } else {
+        command.args(["worker", "--port", &port.to_string()]);
+    }
+    let ready_path = if supervisor {
+        "/health"
+    } else {
+        "/rohrpost/info"
+    };
+    let child = command
         .current_dir(dir.path())
         .env_remove("ROHRPOST_CONFIG")
         .env("ROHRPOST__HTTP__HOST", "127.0.0.1")
@@ -67,7 +88,7 @@ async fn start_tls_worker() -> TlsWorker {
     loop {
         let ready = worker
             .client
-            .get(worker.url("/rohrpost/info"))
+            .get(worker.url(ready_path))
             .send()
             .await
             .map(|r| r.status().is_success())
@@ -187,4 +208,28 @@ async fn plain_http_to_a_tls_port_gets_no_answer() {
         .send()
         .await;
     assert!(res.is_err() || !res.unwrap().status().is_success());
+}
+
+#[actix_rt::test]
+async fn main_port_serves_https_and_hands_out_https_workers() {
+    let supervisor = start_tls(true).await;
+    let mut res = supervisor
+        .client
+        .get(supervisor.url("/connect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let url = String::from_utf8(res.body().await.unwrap().to_vec()).unwrap();
+    assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+    // The worker it names answers over TLS too.
+    let mut info = supervisor
+        .client
+        .get(format!("{url}/info"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(info.status(), 200);
+    let info: serde_json::Value = info.json().await.unwrap();
+    assert_eq!(info["websocket"], true);
 }
