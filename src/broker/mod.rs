@@ -1,8 +1,8 @@
 //! The broker interface: publish/subscribe between workers, machines and backends, and the
 //! session store.
 //!
-//! Whatever carries the messages (Redis now; an embedded broker hosted by the supervisor next),
-//! a worker sees it as a [`Broker`]: a set of typed message recipients. Messages that arrive on
+//! Whatever carries the messages — Redis ([`redis`]) or the embedded broker that the supervisor
+//! hosts for the workers of one machine ([`local`]) — a worker sees it as a [`Broker`]: a set of typed message recipients. Messages that arrive on
 //! a subscription are told to the worker's topic router as [`BrokerMessage`]s.
 //!
 //! Subscriptions are by [`Pattern`]: an exact pattern subscribes to one channel, a wildcard
@@ -11,6 +11,7 @@
 //! after losing and regaining its server; while it is down, commands fail with
 //! [`BrokerError::Unavailable`] and nothing is queued silently.
 
+pub mod local;
 pub mod redis;
 
 use std::sync::Arc;
@@ -20,6 +21,25 @@ use actix::prelude::*;
 use bytes::Bytes;
 
 use crate::topics::Pattern;
+
+/// The longest any command or connection attempt may take before the server counts as gone.
+pub(crate) const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
+/// The pause before the first reconnect attempt; it doubles with every failed one.
+const BACKOFF_FIRST: Duration = Duration::from_millis(100);
+/// The longest pause between reconnect attempts.
+const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// How often a broker pings its server, to notice a connection that died silently.
+pub(crate) const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
+
+/// The pause number `pause` (counted from 0) of an outage: 100 ms doubling up to 5 s, shortened
+/// by up to a quarter as `jitter` (in `0.0..1.0`) goes from 0 to 1, so that workers that lost
+/// their server together do not return in lockstep. Shared by every broker implementation.
+pub(crate) fn backoff(pause: u32, jitter: f64) -> Duration {
+    let full = BACKOFF_FIRST
+        .saturating_mul(1 << pause.min(16))
+        .min(BACKOFF_MAX);
+    full.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
+}
 
 /// Why a broker command failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -180,5 +200,20 @@ impl Broker {
             secret: addr.clone().recipient(),
             connected: addr.clone().recipient(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::backoff;
+
+    #[test]
+    fn backoff_doubles_from_100_ms_to_5_s_with_jitter_below_a_quarter() {
+        let ms = |attempt, jitter| backoff(attempt, jitter).as_millis();
+        let without_jitter: Vec<u128> = (0..8).map(|attempt| ms(attempt, 0.0)).collect();
+        assert_eq!(without_jitter, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
+        assert_eq!(ms(u32::MAX, 0.0), 5000);
+        assert_eq!(ms(0, 0.5), 87);
+        assert_eq!(ms(6, 1.0), 3750);
     }
 }

@@ -37,7 +37,7 @@ use std::collections::hash_map::Entry;
 use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
@@ -47,19 +47,12 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
 use super::{
-    Announce, BrokerError, BrokerMessage, Directory, IsConnected, LoadSession, Publish,
-    SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw,
+    backoff, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LoadSession, Publish,
+    SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw, COMMAND_TIMEOUT,
+    HEALTH_CHECK_EVERY,
 };
 use crate::topics::Pattern;
 
-/// The longest any command or connection attempt may take before Redis counts as gone.
-const COMMAND_TIMEOUT: Duration = Duration::from_secs(2);
-/// The pause before the first reconnect attempt; it doubles with every failed one.
-const BACKOFF_FIRST: Duration = Duration::from_millis(100);
-/// The longest pause between reconnect attempts.
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
-/// How often both connections are pinged, to notice a connection that died silently.
-const HEALTH_CHECK_EVERY: Duration = Duration::from_secs(5);
 /// The most names sent in one subscription command, so that restoring many subscriptions is a
 /// series of modest commands.
 const NAMES_PER_COMMAND: usize = 512;
@@ -505,15 +498,6 @@ fn classify(e: &RedisError) -> BrokerError {
     }
 }
 
-/// The pause number `pause` (counted from 0) of an outage: 100 ms doubling up to 5 s, shortened
-/// by up to a quarter as `jitter` (in `0.0..1.0`) goes from 0 to 1.
-fn backoff(pause: u32, jitter: f64) -> Duration {
-    let full = BACKOFF_FIRST
-        .saturating_mul(1 << pause.min(16))
-        .min(BACKOFF_MAX);
-    full.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
-}
-
 /// Where `client` connects, fit for logs: `host:port/db` (or the socket path), no credentials.
 fn log_target(client: &Client) -> String {
     let info = client.get_connection_info();
@@ -737,6 +721,7 @@ mod tests {
 
     use std::net::{TcpListener, TcpStream};
     use std::process::{Child, Command, Stdio};
+    use std::time::Duration;
 
     use tokio::sync::mpsc;
 
@@ -934,16 +919,6 @@ mod tests {
         fn drop(&mut self) {
             self.kill();
         }
-    }
-
-    #[test]
-    fn backoff_doubles_from_100_ms_to_5_s_with_jitter_below_a_quarter() {
-        let ms = |attempt, jitter| backoff(attempt, jitter).as_millis();
-        let without_jitter: Vec<u128> = (0..8).map(|attempt| ms(attempt, 0.0)).collect();
-        assert_eq!(without_jitter, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        assert_eq!(ms(u32::MAX, 0.0), 5000);
-        assert_eq!(ms(0, 0.5), 87);
-        assert_eq!(ms(6, 1.0), 3750);
     }
 
     #[test]

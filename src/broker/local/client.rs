@@ -1,0 +1,391 @@
+//! The client half of the local broker: the actor through which one worker process publishes,
+//! subscribes and keeps session records in the supervisor's [`LocalBrokerServer`].
+//!
+//! It behaves as [`RedisBroker`](crate::broker::redis::RedisBroker) does, over one Unix socket
+//! instead of two TCP connections.
+//!
+//! # The connection
+//! Incoming frames are added to the actor as a stream: replies are matched to the waiting
+//! command by request id, messages are handed to the router. Outgoing frames go through a
+//! bounded queue to a writer task, so a handler never waits on the socket; requests reach the
+//! server in the order the handlers ran, and the server answers in that order.
+//!
+//! # Subscriptions
+//! As in the Redis broker, the subscriptions asked for (`wanted`) are kept apart from those the
+//! server has confirmed on this connection (`applied`); at most one batch of changes, their
+//! difference, is in flight. A message is handed on only while its subscription is wanted, so
+//! one dropped a moment ago delivers nothing even before the server confirms it.
+//!
+//! # Losing the server
+//! The connection counts as lost when the socket closes or fails, when a command gets no answer
+//! within 2 s, or when the ping sent every 5 s does not come back in time. The actor then logs
+//! one `warn` line, drops the connection (every waiting command fails with
+//! [`BrokerError::Unavailable`]) and connects again after 100 ms doubling up to 5 s. A new
+//! connection counts as up, and is logged at `info`, once every wanted subscription is restored
+//! on it. While down, commands fail at once and nothing is queued; the actor stops, within 5 s,
+//! once no handle on it is left.
+//!
+//! [`LocalBrokerServer`]: super::LocalBrokerServer
+
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use actix::fut::wrap_future;
+use actix::prelude::*;
+use bytes::Bytes;
+use futures_util::{future, stream, StreamExt};
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+use self::link::{open, write_requests, Opened};
+use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
+use crate::broker::{backoff, BrokerError, BrokerMessage, COMMAND_TIMEOUT};
+use crate::topics::Pattern;
+
+mod handlers;
+mod link;
+
+#[cfg(test)]
+pub(super) use handlers::Settled;
+
+/// Frames waiting for the writer task; past it, commands fail rather than queue (the server is
+/// not reading, and the command timeouts will find out).
+const WRITE_QUEUE: usize = 1024;
+
+/// What the connection's stream of incoming frames yields.
+enum Incoming {
+    Frame(Response, Bytes),
+    /// The connection `generation` closed or broke.
+    Lost(u64, String),
+}
+
+/// The connection, up.
+struct Connected {
+    /// Counts connections, so that news about an older one is told apart.
+    generation: u64,
+    /// To the writer task.
+    requests: mpsc::Sender<Bytes>,
+    /// The stream of incoming frames, added to the actor.
+    frames: SpawnHandle,
+    /// Ends the writer task, even one blocked on a server that stopped reading.
+    stop_writer: CancellationToken,
+    /// Commands waiting for their answer, by request id.
+    pending: HashMap<u64, oneshot::Sender<(Response, Bytes)>>,
+    applied: HashSet<Pattern>,
+    /// Whether a batch of subscription changes is in flight (at most one is).
+    syncing: bool,
+}
+
+impl Drop for Connected {
+    fn drop(&mut self) {
+        self.stop_writer.cancel();
+    }
+}
+
+/// The state of the link to the server.
+enum Link {
+    Up(Connected),
+    /// Not connected: a connection attempt is under way or scheduled.
+    Down {
+        since: Instant,
+        attempts: u32,
+        /// Pauses before attempts so far; the next one is `backoff(pauses)`.
+        pauses: u32,
+        /// Whether this outage was logged at `warn` already (it is, once).
+        warned: bool,
+    },
+}
+
+/// The broker actor of one worker process, speaking to the supervisor; see the module docs.
+pub struct LocalBroker {
+    path: PathBuf,
+    deliver: Recipient<BrokerMessage>,
+    /// The subscriptions asked for, by pattern text (the form messages name them in).
+    wanted: HashMap<String, Pattern>,
+    link: Link,
+    generation: u64,
+    /// The id of the next request; 0 is the restoring batch of a new connection.
+    next_id: u64,
+}
+
+impl LocalBroker {
+    /// Starts the actor on the current arbiter, connecting to the server at `path` in the
+    /// background (and again after every loss); messages on subscriptions go to `deliver`.
+    pub fn start(path: &Path, deliver: Recipient<BrokerMessage>) -> Addr<LocalBroker> {
+        Actor::start(LocalBroker {
+            path: path.to_owned(),
+            deliver,
+            wanted: HashMap::new(),
+            link: Link::Down {
+                since: Instant::now(),
+                attempts: 0,
+                pauses: 0,
+                warned: false,
+            },
+            generation: 0,
+            next_id: 1,
+        })
+    }
+
+    fn connect(&mut self, ctx: &mut Context<Self>) {
+        if let Link::Down { attempts, .. } = &mut self.link {
+            *attempts = attempts.saturating_add(1);
+        }
+        let subscriptions: Vec<Pattern> = self.wanted.values().cloned().collect();
+        let opening = open(self.path.clone(), subscriptions);
+        ctx.spawn(
+            wrap_future(opening).map(|opened, act: &mut Self, ctx| match opened {
+                Ok(opened) => act.up(opened, ctx),
+                Err(e) => act.connect_failed(&e, ctx),
+            }),
+        );
+    }
+
+    fn up(&mut self, opened: Opened, ctx: &mut Context<Self>) {
+        self.generation += 1;
+        let generation = self.generation;
+        let incoming = opened.frames.map(move |frame| {
+            let decoded = frame
+                .map_err(|e| e.to_string())
+                .and_then(|frame| wire::decode::<Response>(frame).map_err(|e| e.to_string()));
+            match decoded {
+                Ok((response, body)) => Incoming::Frame(response, body),
+                Err(e) => Incoming::Lost(generation, e),
+            }
+        });
+        let closed = stream::once(future::ready(Incoming::Lost(
+            generation,
+            "the server closed the connection".into(),
+        )));
+        let frames = ctx.add_stream(incoming.chain(closed));
+        let (requests, queue) = mpsc::channel(WRITE_QUEUE);
+        let stop_writer = CancellationToken::new();
+        actix_rt::spawn(write_requests(opened.sink, queue, stop_writer.clone()));
+        let subscriptions = opened.applied.len();
+        let connected = Connected {
+            generation,
+            requests,
+            frames,
+            stop_writer,
+            pending: HashMap::new(),
+            applied: opened.applied,
+            syncing: false,
+        };
+        let path = self.path.display();
+        match std::mem::replace(&mut self.link, Link::Up(connected)) {
+            Link::Down {
+                since, attempts, ..
+            } if generation > 1 => log::info!(
+                "local broker reconnected path={path} subscriptions={subscriptions} attempts={attempts} downtime_ms={}",
+                since.elapsed().as_millis()
+            ),
+            _ => log::info!("local broker connected path={path} subscriptions={subscriptions}"),
+        }
+        // Subscriptions changed while connecting are caught up now.
+        self.sync(ctx);
+    }
+
+    fn connect_failed(&mut self, error: &BrokerError, ctx: &mut Context<Self>) {
+        let Link::Down {
+            attempts, warned, ..
+        } = &mut self.link
+        else {
+            return;
+        };
+        let path = self.path.display();
+        if *warned {
+            log::debug!("local broker connect failed path={path} attempt={attempts} error={error}");
+        } else {
+            *warned = true;
+            log::warn!("local broker unavailable path={path} error={error} retrying=true");
+        }
+        self.retry_later(ctx);
+    }
+
+    /// Drops connection `generation` if it is the current one, and schedules a reconnect.
+    fn lost(&mut self, generation: u64, reason: &str, ctx: &mut Context<Self>) {
+        let Link::Up(connected) = &self.link else {
+            return;
+        };
+        if connected.generation != generation {
+            return;
+        }
+        ctx.cancel_future(connected.frames);
+        log::warn!(
+            "local broker connection lost path={} error={reason} subscriptions={} reconnecting=true",
+            self.path.display(),
+            self.wanted.len()
+        );
+        // Dropping the connection fails every waiting command and ends the writer.
+        self.link = Link::Down {
+            since: Instant::now(),
+            attempts: 0,
+            pauses: 0,
+            warned: true,
+        };
+        self.retry_later(ctx);
+    }
+
+    fn retry_later(&mut self, ctx: &mut Context<Self>) {
+        if let Link::Down { pauses, .. } = &mut self.link {
+            let pause = backoff(*pauses, rand::random());
+            *pauses = pauses.saturating_add(1);
+            ctx.run_later(pause, |act, ctx| act.connect(ctx));
+        }
+    }
+
+    /// Sends the server the difference between the wanted and the applied subscriptions,
+    /// unless a batch is in flight already (its completion calls this again).
+    fn sync(&mut self, ctx: &mut Context<Self>) {
+        let Link::Up(connected) = &mut self.link else {
+            return;
+        };
+        if connected.syncing {
+            return;
+        }
+        let add: Vec<Pattern> = (self.wanted.values())
+            .filter(|p| !connected.applied.contains(*p))
+            .cloned()
+            .collect();
+        let remove: Vec<Pattern> = (connected.applied.iter())
+            .filter(|p| !self.wanted.contains_key(p.as_str()))
+            .cloned()
+            .collect();
+        if add.is_empty() && remove.is_empty() {
+            return;
+        }
+        connected.syncing = true;
+        let generation = connected.generation;
+        let request = subscriptions_request(&add, &remove);
+        let answer = self.run("subscriptions", request, Bytes::new(), ctx);
+        ctx.spawn(answer.map(move |result, act: &mut Self, ctx| {
+            if let Err(e) = &result {
+                match e {
+                    // `run` has dropped the connection already.
+                    BrokerError::Unavailable(_) => return,
+                    // Asking again would be refused again: log it and count it as done.
+                    BrokerError::Server(e) => log::warn!(
+                        "local broker refused subscription change added={} removed={} error={e}",
+                        add.len(),
+                        remove.len()
+                    ),
+                }
+            }
+            if let Link::Up(connected) = &mut act.link {
+                if connected.generation == generation {
+                    for pattern in &remove {
+                        connected.applied.remove(pattern);
+                    }
+                    connected.applied.extend(add);
+                    connected.syncing = false;
+                }
+            }
+            act.sync(ctx);
+        }));
+    }
+
+    /// Hands a message on a subscription to the router, if the subscription is still wanted.
+    fn deliver_message(&self, subscription: &str, channel: String, payload: Bytes) {
+        let Some(pattern) = self.wanted.get(subscription) else {
+            log::debug!("local broker message for a dropped subscription channel={channel}");
+            return;
+        };
+        log::debug!(
+            "local broker message subscription={pattern} channel={channel} bytes={}",
+            payload.len()
+        );
+        self.deliver.do_send(BrokerMessage {
+            subscription: pattern.clone(),
+            channel: Arc::from(channel),
+            payload,
+        });
+    }
+
+    /// Sends one request and waits, at most the command timeout, for its answer; a refusal is
+    /// [`BrokerError::Server`], and a lost connection or a late answer counts as losing the
+    /// server.
+    fn run(
+        &mut self,
+        what: &'static str,
+        request: impl FnOnce(u64) -> Request,
+        body: Bytes,
+        ctx: &mut Context<Self>,
+    ) -> ResponseActFuture<Self, Result<(Response, Bytes), BrokerError>> {
+        let Link::Up(connected) = &mut self.link else {
+            let down = format!(
+                "no connection to the local broker at {}, reconnecting",
+                self.path.display()
+            );
+            return Box::pin(actix::fut::ready(Err(BrokerError::Unavailable(down))));
+        };
+        let id = self.next_id;
+        self.next_id += 1;
+        let generation = connected.generation;
+        match connected
+            .requests
+            .try_send(wire::encode(&request(id), &body))
+        {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                let full = format!("{WRITE_QUEUE} requests waiting to be written; {what} refused");
+                return Box::pin(actix::fut::ready(Err(BrokerError::Unavailable(full))));
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                let reason = "writing to the server failed";
+                self.lost(generation, reason, ctx);
+                let lost = BrokerError::Unavailable(reason.into());
+                return Box::pin(actix::fut::ready(Err(lost)));
+            }
+        }
+        let (answered, answer) = oneshot::channel();
+        connected.pending.insert(id, answered);
+        let answer = async move {
+            match tokio::time::timeout(COMMAND_TIMEOUT, answer).await {
+                Ok(Ok((Response::Refused { reason, .. }, _))) => Err(BrokerError::Server(reason)),
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(_)) => Err(BrokerError::Unavailable(format!(
+                    "connection lost before {what} was answered"
+                ))),
+                Err(_) => Err(BrokerError::Unavailable(format!(
+                    "no answer to {what} within {} ms",
+                    COMMAND_TIMEOUT.as_millis()
+                ))),
+            }
+        };
+        Box::pin(wrap_future(answer).map(move |result, act: &mut Self, ctx| {
+            if let Err(BrokerError::Unavailable(reason)) = &result {
+                act.lost(generation, reason, ctx);
+            }
+            result
+        }))
+    }
+
+    /// Pings the server; a late answer counts as losing it.
+    fn check_health(&mut self, ctx: &mut Context<Self>) {
+        if matches!(self.link, Link::Up(_)) {
+            let ping = self.run("ping", |id| Request::Ping { id }, Bytes::new(), ctx);
+            ctx.spawn(ping.map(|_, _, _| ()));
+        }
+    }
+}
+
+/// The request changing subscriptions by `add` and `remove`, given its id.
+fn subscriptions_request(add: &[Pattern], remove: &[Pattern]) -> impl FnOnce(u64) -> Request {
+    let names = |patterns: &[Pattern]| patterns.iter().map(|p| p.as_str().to_owned()).collect();
+    let (add, remove) = (names(add), names(remove));
+    move |id| Request::Subscriptions { id, add, remove }
+}
+
+/// Sizes the server would refuse, refused before sending.
+fn check_sizes(channel: &str, body: &[u8]) -> Result<(), BrokerError> {
+    if channel.len() > MAX_NAME || body.len() > MAX_BODY {
+        return Err(BrokerError::Server(format!(
+            "too large for the local broker: name of {} bytes (at most {MAX_NAME}), body of {} bytes (at most {MAX_BODY})",
+            channel.len(),
+            body.len()
+        )));
+    }
+    Ok(())
+}

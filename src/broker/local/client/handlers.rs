@@ -1,0 +1,191 @@
+//! The [`LocalBroker`]'s message handlers: the broker interface, and the stream of frames from
+//! the server.
+
+use actix::prelude::*;
+use bytes::Bytes;
+
+use super::{check_sizes, Incoming, Link, LocalBroker};
+use crate::broker::local::wire::{Request, Response};
+use crate::broker::{
+    BrokerError, IsConnected, LoadSession, Publish, SharedSecret, StoreSession, Subscribe,
+    Unsubscribe, HEALTH_CHECK_EVERY,
+};
+
+/// A well-formed answer of the wrong kind: the server speaks another protocol version.
+fn unexpected(what: &str, answer: &Response) -> BrokerError {
+    BrokerError::Server(format!("unexpected answer to {what}: {answer:?}"))
+}
+
+impl Actor for LocalBroker {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.connect(ctx);
+        ctx.run_interval(HEALTH_CHECK_EVERY, |act, ctx| {
+            // The timers would keep an actor nobody can reach alive (and reconnecting) forever.
+            if ctx.connected() {
+                act.check_health(ctx);
+            } else {
+                log::info!(
+                    "local broker client stopped path={} reason=unused",
+                    act.path.display()
+                );
+                ctx.stop();
+            }
+        });
+    }
+}
+
+impl StreamHandler<Incoming> for LocalBroker {
+    fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        match incoming {
+            Incoming::Frame(
+                Response::Message {
+                    subscription,
+                    channel,
+                },
+                payload,
+            ) => self.deliver_message(&subscription, channel, payload),
+            Incoming::Frame(answer, body) => {
+                let Link::Up(connected) = &mut self.link else {
+                    return;
+                };
+                let waiting = answer.id().and_then(|id| connected.pending.remove(&id));
+                match waiting {
+                    Some(waiting) => {
+                        let _ = waiting.send((answer, body));
+                    }
+                    None => log::debug!("local broker answer nobody waits for answer={answer:?}"),
+                }
+            }
+            Incoming::Lost(generation, reason) => self.lost(generation, &reason, ctx),
+        }
+    }
+
+    /// The end of a connection's stream was reported by its `Lost` event already; unlike the
+    /// default, this keeps the actor running, since it outlives its connections.
+    fn finished(&mut self, _ctx: &mut Context<Self>) {}
+}
+
+impl Handler<Subscribe> for LocalBroker {
+    type Result = ();
+
+    fn handle(&mut self, Subscribe(pattern): Subscribe, ctx: &mut Context<Self>) {
+        if !self.wanted.contains_key(pattern.as_str()) {
+            log::debug!("local broker subscribe pattern={pattern}");
+            self.wanted.insert(pattern.as_str().to_owned(), pattern);
+            self.sync(ctx);
+        }
+    }
+}
+
+impl Handler<Unsubscribe> for LocalBroker {
+    type Result = ();
+
+    fn handle(&mut self, Unsubscribe(pattern): Unsubscribe, ctx: &mut Context<Self>) {
+        if self.wanted.remove(pattern.as_str()).is_some() {
+            log::debug!("local broker unsubscribe pattern={pattern}");
+            self.sync(ctx);
+        }
+    }
+}
+
+impl Handler<Publish> for LocalBroker {
+    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = check_sizes(&msg.channel, &msg.payload) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let channel = msg.channel.to_string();
+        let publish = move |id| Request::Publish { id, channel };
+        let answer = self.run("publish", publish, msg.payload, ctx);
+        Box::pin(answer.map(|result, _act, _ctx| match result? {
+            (Response::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected("publish", &other)),
+        }))
+    }
+}
+
+impl Handler<StoreSession> for LocalBroker {
+    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+
+    fn handle(&mut self, msg: StoreSession, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = check_sizes(&msg.id, &msg.record) {
+            return Box::pin(actix::fut::ready(Err(e)));
+        }
+        let ttl_ms = u64::try_from(msg.ttl.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
+        let session = msg.id.to_string();
+        let store = move |id| Request::Store {
+            id,
+            session,
+            ttl_ms,
+        };
+        let answer = self.run("store", store, msg.record, ctx);
+        Box::pin(answer.map(|result, _act, _ctx| match result? {
+            (Response::Done { .. }, _) => Ok(()),
+            (other, _) => Err(unexpected("store", &other)),
+        }))
+    }
+}
+
+impl Handler<LoadSession> for LocalBroker {
+    type Result = ResponseActFuture<Self, Result<Option<Bytes>, BrokerError>>;
+
+    fn handle(&mut self, msg: LoadSession, ctx: &mut Context<Self>) -> Self::Result {
+        let session = msg.id.to_string();
+        let load = move |id| Request::Load { id, session };
+        let answer = self.run("load", load, Bytes::new(), ctx);
+        Box::pin(answer.map(|result, _act, _ctx| match result? {
+            (Response::Record { found: true, .. }, record) => Ok(Some(record)),
+            (Response::Record { found: false, .. }, _) => Ok(None),
+            (other, _) => Err(unexpected("load", &other)),
+        }))
+    }
+}
+
+impl Handler<SharedSecret> for LocalBroker {
+    type Result = ResponseActFuture<Self, Result<String, BrokerError>>;
+
+    fn handle(&mut self, msg: SharedSecret, ctx: &mut Context<Self>) -> Self::Result {
+        let proposed = msg.proposed;
+        let exchange = move |id| Request::Secret { id, proposed };
+        let answer = self.run("secret", exchange, Bytes::new(), ctx);
+        Box::pin(answer.map(|result, _act, _ctx| match result? {
+            (Response::Secret { secret, .. }, _) => Ok(secret),
+            (other, _) => Err(unexpected("secret", &other)),
+        }))
+    }
+}
+
+impl Handler<IsConnected> for LocalBroker {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: IsConnected, _ctx: &mut Context<Self>) -> bool {
+        matches!(self.link, Link::Up(_))
+    }
+}
+
+/// Test hook: whether the server has confirmed exactly the wanted subscriptions.
+#[cfg(test)]
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub(in crate::broker::local) struct Settled;
+
+#[cfg(test)]
+impl Handler<Settled> for LocalBroker {
+    type Result = bool;
+
+    fn handle(&mut self, _msg: Settled, _ctx: &mut Context<Self>) -> bool {
+        match &self.link {
+            Link::Up(connected) => {
+                !connected.syncing
+                    && connected.applied.len() == self.wanted.len()
+                    && (connected.applied.iter()).all(|p| self.wanted.contains_key(p.as_str()))
+            }
+            Link::Down { .. } => false,
+        }
+    }
+}
