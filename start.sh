@@ -17,9 +17,4 @@ cargo build --release
 # A self-signed certificate for localhost, used when tls.enabled = true.
 ./target/release/rohrpost gen-cert --dir keys
 ./target/release/rohrpost check-config >/dev/null
-# The committed config uses the Redis broker: start a local Redis if none answers.
-if command -v redis-cli >/dev/null && ! redis-cli -h 127.0.0.1 ping >/dev/null 2>&1; then
-  command -v redis-server >/dev/null && redis-server --daemonize yes --bind 127.0.0.1 --port 6379 \
-    --save "" --appendonly no >/dev/null
-fi
 exec ./target/release/rohrpost "$@"

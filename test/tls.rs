@@ -68,6 +68,7 @@ async fn start_tls(supervisor: bool) -> TlsWorker {
         .env_remove("ROHRPOST_CONFIG")
         .env("ROHRPOST__HTTP__HOST", "127.0.0.1")
         .env("ROHRPOST__SESSIONS__SECRET", "tls-test-secret")
+        .env("ROHRPOST__BROKER__KIND", "redis")
         .env("ROHRPOST__TLS__ENABLED", "true")
         .env("ROHRPOST__TLS__CERT", keys.join("cert.pem"))
         .env("ROHRPOST__TLS__KEY", keys.join("key.pem"))

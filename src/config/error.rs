@@ -58,6 +58,10 @@ pub enum ConfigError {
         value: String,
         reason: String,
     },
+    #[error(
+        "config key `cluster.enabled`: a cluster shares one Redis; set `broker.kind = \"redis\"`"
+    )]
+    ClusterNeedsRedis,
     #[error("config key `broker.redis_url`: {value:?} is not a Redis URL: {reason}")]
     RedisUrl { value: String, reason: String },
     #[error("config key `{key}`: {value:?} is not an http:// or https:// URL with a host")]

@@ -130,6 +130,8 @@ pub struct LimitsConfig {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum BrokerKind {
+    /// The embedded broker hosted by the supervisor, reached over a Unix socket (one machine).
+    Local,
     /// Redis pub/sub and keys (`broker.redis_url`).
     Redis,
 }
@@ -139,6 +141,8 @@ pub enum BrokerKind {
 pub struct BrokerConfig {
     pub kind: BrokerKind,
     pub redis_url: String,
+    /// Unix socket of the embedded broker.
+    pub socket: PathBuf,
 }
 
 /// `[sessions]`: Rohrpost sessions (whitelists, data, resume tokens).
@@ -245,6 +249,7 @@ impl Config {
             broker: RawBroker {
                 kind: self.broker.kind,
                 redis_url: self.broker.redis_url.clone(),
+                socket: self.broker.socket.display().to_string(),
             },
             sessions: RawSessions {
                 secret: self

@@ -157,13 +157,16 @@ impl Default for RawLimits {
 pub struct RawBroker {
     pub kind: BrokerKind,
     pub redis_url: String,
+    /// `""`: a private directory under the system's temporary directory, per main port.
+    pub socket: String,
 }
 
 impl Default for RawBroker {
     fn default() -> Self {
         RawBroker {
-            kind: BrokerKind::Redis,
+            kind: BrokerKind::Local,
             redis_url: "redis://127.0.0.1:6379/".into(),
+            socket: String::new(),
         }
     }
 }

@@ -150,6 +150,9 @@ impl RawConfig {
                 }),
             }
         }
+        if self.cluster.enabled && self.broker.kind != BrokerKind::Redis {
+            errors.push(ConfigError::ClusterNeedsRedis);
+        }
         if let Err(e) = redis::Client::open(self.broker.redis_url.as_str()) {
             errors.push(ConfigError::RedisUrl {
                 value: self.broker.redis_url.clone(),
@@ -305,6 +308,11 @@ impl RawConfig {
             broker: BrokerConfig {
                 kind: self.broker.kind,
                 redis_url: self.broker.redis_url,
+                socket: if self.broker.socket.is_empty() {
+                    default_socket(main_port)
+                } else {
+                    PathBuf::from(self.broker.socket)
+                },
             },
             sessions: SessionsConfig {
                 secret: (!self.sessions.secret.is_empty()).then_some(self.sessions.secret),
@@ -357,4 +365,14 @@ fn duration(errors: &mut Vec<ConfigError>, key: &'static str, value: &str) -> Du
             Duration::ZERO
         }
     }
+}
+
+/// The embedded broker's socket when none is configured: in a directory of its own under the
+/// temporary directory, named after the user and the main port (so that two supervisors on one
+/// machine do not meet).
+fn default_socket(main_port: u16) -> PathBuf {
+    let user = std::env::var("USER").unwrap_or_else(|_| "rohrpost".into());
+    std::env::temp_dir()
+        .join(format!("rohrpost-{user}-{main_port}"))
+        .join("broker.sock")
 }

@@ -20,6 +20,7 @@ use log::{error, info, warn};
 use serde::Serialize;
 
 use super::process::{FromWorker, Launch, WorkerExited, WorkerProcess};
+use crate::broker::local::LocalBrokerServerHandle;
 use crate::config::Config;
 use crate::control::WorkerEvent;
 use crate::metrics::Snapshot;
@@ -63,6 +64,8 @@ pub struct SupervisorCounters {
 /// The supervisor.
 pub struct Supervisor {
     config: Config,
+    /// The embedded broker, when this supervisor hosts one: it lives as long as the supervisor.
+    _embedded: Option<LocalBrokerServerHandle>,
     exe: PathBuf,
     slots: Vec<Slot>,
     roll: VecDeque<usize>,
@@ -72,7 +75,7 @@ pub struct Supervisor {
 }
 
 impl Supervisor {
-    pub fn new(config: Config, exe: PathBuf) -> Self {
+    pub fn new(config: Config, exe: PathBuf, embedded: Option<LocalBrokerServerHandle>) -> Self {
         let slots = (0..usize::from(config.workers.count))
             .map(|i| Slot {
                 port: config.http.worker_base_port + i as u16,
@@ -87,6 +90,7 @@ impl Supervisor {
             .collect();
         Supervisor {
             config,
+            _embedded: embedded,
             exe,
             slots,
             roll: VecDeque::new(),

@@ -11,11 +11,15 @@
 pub mod actor;
 pub mod process;
 
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use log::info;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::broker::local::{LocalBroker, LocalBrokerServer, LocalBrokerServerHandle};
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, Cluster, Discard};
 use crate::config::{BrokerKind, Config};
@@ -26,13 +30,25 @@ use actor::{Shutdown, StartRoll, Supervisor};
 pub async fn run(config: Config) -> anyhow::Result<()> {
     // The executable file on disk, taken now: a staged restart starts what is there then.
     let exe = std::env::current_exe()?;
-    let supervisor = Supervisor::new(config.clone(), exe).start();
+    // The embedded broker is up before any worker starts; it lives as long as the supervisor.
+    let embedded = match config.broker.kind {
+        BrokerKind::Local => Some(start_embedded_broker(&config.broker.socket).await?),
+        BrokerKind::Redis => None,
+    };
+    let supervisor = Supervisor::new(config.clone(), exe, embedded).start();
+    // The server API publishes through a broker client of its own.
+    let discard = Discard.start().recipient();
     let (broker, cluster) = match config.broker.kind {
         BrokerKind::Redis => {
-            let redis = RedisBroker::start(&config.broker.redis_url, Discard.start().recipient())?;
+            let redis = RedisBroker::start(&config.broker.redis_url, discard)?;
             (Broker::of(&redis), Some(Cluster::of(&redis)))
         }
+        BrokerKind::Local => (
+            Broker::of(&LocalBroker::start(&config.broker.socket, discard)),
+            None,
+        ),
     };
+
     let cluster = cluster.filter(|_| config.cluster.enabled);
 
     let state = web::Data::new(MainPort::new(&config, supervisor.clone(), broker, cluster));
@@ -62,6 +78,19 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     actix_rt::spawn(server.run());
     watch_signals(supervisor)?;
     Ok(())
+}
+
+/// Binds the embedded broker's socket in a directory only this user may enter.
+async fn start_embedded_broker(socket: &Path) -> anyhow::Result<LocalBrokerServerHandle> {
+    if let Some(dir) = socket.parent() {
+        std::fs::create_dir_all(dir)?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
+    }
+    let handle = LocalBrokerServer::bind(socket)
+        .await
+        .map_err(|e| anyhow::anyhow!("embedded broker socket {}: {e}", socket.display()))?;
+    info!("embedded broker listening socket={}", socket.display());
+    Ok(handle)
 }
 
 fn watch_signals(supervisor: Addr<Supervisor>) -> std::io::Result<()> {

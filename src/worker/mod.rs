@@ -18,6 +18,7 @@ use actix::prelude::*;
 use actix_web::{App, HttpServer};
 use log::{info, warn};
 
+use crate::broker::local::LocalBroker;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, Cluster, IsConnected, SharedSecret};
 use crate::config::{BrokerKind, Config};
@@ -32,19 +33,21 @@ const SECRET_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts the shared actors of a worker on the current thread.
 pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
-    let broker_url = config.broker.redis_url.clone();
-    let (router, broker, cluster) = match config.broker.kind {
+    // The router needs the broker and the broker delivers to the router: start the router's
+    // context first and hand its address to the broker.
+    let ctx = Context::<Router>::new();
+    let deliver = ctx.address().recipient();
+    let (broker, cluster) = match config.broker.kind {
         BrokerKind::Redis => {
-            // The router needs the broker and the broker delivers to the router: start the
-            // router's context first and hand its address to the broker.
-            let ctx = Context::<Router>::new();
-            let router_addr = ctx.address();
-            let redis = RedisBroker::start(&broker_url, router_addr.clone().recipient())?;
-            let broker = Broker::of(&redis);
-            let router = ctx.run(Router::new(broker.clone()));
-            (router, broker, Some(Cluster::of(&redis)))
+            let redis = RedisBroker::start(&config.broker.redis_url, deliver)?;
+            (Broker::of(&redis), Some(Cluster::of(&redis)))
         }
+        BrokerKind::Local => (
+            Broker::of(&LocalBroker::start(&config.broker.socket, deliver)),
+            None,
+        ),
     };
+    let router = ctx.run(Router::new(broker.clone()));
     wait_connected(&broker).await;
     let tokens = TokenKey::new(&shared_secret(config, &broker).await);
     let http = HttpBackend::new(
