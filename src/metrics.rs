@@ -46,6 +46,11 @@ pub enum Path {
     Http,
 }
 
+/// Upper bounds (seconds) of the HTTP backend latency histogram buckets; `+Inf` follows.
+pub const HTTP_LATENCY_BUCKETS: [f64; 12] = [
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+];
+
 struct Counters {
     in_broker: AtomicU64,
     in_http: AtomicU64,
@@ -54,6 +59,10 @@ struct Counters {
     delivered: AtomicU64,
     backend_errors: AtomicU64,
     drops: [AtomicU64; 5],
+    /// Cumulative-free bucket counts (`+Inf` last), the sum in microseconds, and the count.
+    http_latency: [AtomicU64; 13],
+    http_latency_sum_us: AtomicU64,
+    http_latency_count: AtomicU64,
 }
 
 static COUNTERS: Counters = Counters {
@@ -64,7 +73,24 @@ static COUNTERS: Counters = Counters {
     delivered: AtomicU64::new(0),
     backend_errors: AtomicU64::new(0),
     drops: [const { AtomicU64::new(0) }; 5],
+    http_latency: [const { AtomicU64::new(0) }; 13],
+    http_latency_sum_us: AtomicU64::new(0),
+    http_latency_count: AtomicU64::new(0),
 };
+
+/// An HTTP backend request took `elapsed` (answered or failed).
+pub fn http_latency(elapsed: std::time::Duration) {
+    let secs = elapsed.as_secs_f64();
+    let bucket = HTTP_LATENCY_BUCKETS
+        .iter()
+        .position(|&le| secs <= le)
+        .unwrap_or(HTTP_LATENCY_BUCKETS.len());
+    COUNTERS.http_latency[bucket].fetch_add(1, Ordering::Relaxed);
+    COUNTERS
+        .http_latency_sum_us
+        .fetch_add(elapsed.as_micros() as u64, Ordering::Relaxed);
+    COUNTERS.http_latency_count.fetch_add(1, Ordering::Relaxed);
+}
 
 /// A client message passed to a backend.
 pub fn client_message_out(path: Path) {
@@ -110,6 +136,14 @@ pub struct Snapshot {
     pub backend_errors: u64,
     /// Drops by reason.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// HTTP backend latency: per-bucket counts (not cumulative; `+Inf` last), sum in
+    /// microseconds, count.
+    #[serde(default)]
+    pub http_latency_buckets: Vec<u64>,
+    #[serde(default)]
+    pub http_latency_sum_us: u64,
+    #[serde(default)]
+    pub http_latency_count: u64,
 }
 
 pub fn snapshot() -> Snapshot {
@@ -125,5 +159,8 @@ pub fn snapshot() -> Snapshot {
             .iter()
             .map(|r| (r.as_str().to_string(), get(&COUNTERS.drops[*r as usize])))
             .collect(),
+        http_latency_buckets: COUNTERS.http_latency.iter().map(get).collect(),
+        http_latency_sum_us: get(&COUNTERS.http_latency_sum_us),
+        http_latency_count: get(&COUNTERS.http_latency_count),
     }
 }

@@ -99,6 +99,40 @@ pub fn render(o: &Overview) -> String {
         let _ = writeln!(out, "rohrpost_dropped_total{{reason=\"{reason}\"}} {total}");
     }
 
+    family(
+        &mut out,
+        "rohrpost_http_backend_latency_seconds",
+        "histogram",
+        "Time from a client message to its HTTP backend answer (or failure).",
+    );
+    let mut buckets = [0u64; crate::metrics::HTTP_LATENCY_BUCKETS.len() + 1];
+    for w in &o.workers {
+        for (total, n) in buckets.iter_mut().zip(&w.metrics.http_latency_buckets) {
+            *total += n;
+        }
+    }
+    let mut cumulative = 0;
+    for (i, n) in buckets.iter().enumerate() {
+        cumulative += n;
+        let le = crate::metrics::HTTP_LATENCY_BUCKETS
+            .get(i)
+            .map_or_else(|| "+Inf".to_string(), |b| b.to_string());
+        let _ = writeln!(
+            out,
+            "rohrpost_http_backend_latency_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+        );
+    }
+    let _ = writeln!(
+        out,
+        "rohrpost_http_backend_latency_seconds_sum {}",
+        sum(|m| m.http_latency_sum_us) as f64 / 1e6
+    );
+    let _ = writeln!(
+        out,
+        "rohrpost_http_backend_latency_seconds_count {}",
+        sum(|m| m.http_latency_count)
+    );
+
     for (name, help, value) in [
         (
             "rohrpost_worker_restarts_total",
@@ -120,4 +154,55 @@ pub fn render(o: &Overview) -> String {
         let _ = writeln!(out, "{name} {value}");
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::supervisor::actor::{SlotState, SupervisorCounters, WorkerStatus};
+
+    fn worker(index: usize, sessions: usize, delivered: u64, latency: Vec<u64>) -> WorkerStatus {
+        WorkerStatus {
+            index,
+            port: 3001 + index as u16,
+            state: SlotState::Ready,
+            sessions,
+            pid: None,
+            generation: 1,
+            metrics: Snapshot {
+                delivered,
+                drops: [("not_whitelisted".to_string(), 2)].into_iter().collect(),
+                http_latency_buckets: latency,
+                http_latency_sum_us: 1500,
+                http_latency_count: 2,
+                ..Snapshot::default()
+            },
+        }
+    }
+
+    #[test]
+    fn workers_are_summed_and_histograms_cumulative() {
+        let mut first = vec![0; 13];
+        first[0] = 1;
+        let mut second = vec![0; 13];
+        second[3] = 1;
+        let overview = Overview {
+            workers: vec![worker(0, 3, 10, first), worker(1, 4, 5, second)],
+            counters: SupervisorCounters {
+                restarts: 1,
+                ..SupervisorCounters::default()
+            },
+            rolling: false,
+        };
+        let text = render(&overview);
+        assert!(text.contains("rohrpost_worker_sessions{worker=\"1\",port=\"3002\"} 4"));
+        assert!(text.contains("rohrpost_delivered_total 15"));
+        assert!(text.contains("rohrpost_dropped_total{reason=\"not_whitelisted\"} 4"));
+        assert!(text.contains("rohrpost_http_backend_latency_seconds_bucket{le=\"0.001\"} 1"));
+        assert!(text.contains("rohrpost_http_backend_latency_seconds_bucket{le=\"0.01\"} 2"));
+        assert!(text.contains("rohrpost_http_backend_latency_seconds_bucket{le=\"+Inf\"} 2"));
+        assert!(text.contains("rohrpost_http_backend_latency_seconds_count 4"));
+        assert!(text.contains("rohrpost_worker_restarts_total 1"));
+        assert!(text.contains("# TYPE rohrpost_http_backend_latency_seconds histogram"));
+    }
 }
