@@ -69,7 +69,9 @@ pub struct Attach(pub Receiver);
 #[rtype(result = "()")]
 pub struct ClientMessages(pub Vec<String>);
 
-/// Closes a session from outside (e.g. a worker draining).
+/// Closes a session from outside (e.g. a worker draining). The close is graceful: messages the
+/// client sent before it saw the close frame still reach the handler, which is told of the close
+/// when the session ends (the websocket's closing handshake is over, or `disconnect_delay`).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct CloseSession {
@@ -133,6 +135,8 @@ pub struct SessionCore {
     /// The cause not yet reported to the handler.
     pending_cause: Option<CloseCause>,
     close_reported: bool,
+    /// Closed from outside, gracefully (see [`CloseSession`]).
+    graceful: bool,
     /// A wait for channel capacity is under way.
     awaiting_capacity: bool,
     disconnect_timer: Option<SpawnHandle>,
@@ -157,6 +161,7 @@ impl<H: SessionHandler> Session<H> {
             closed: None,
             pending_cause: None,
             close_reported: false,
+            graceful: false,
             awaiting_capacity: false,
             disconnect_timer: None,
         };
@@ -184,6 +189,10 @@ impl<H: SessionHandler> Session<H> {
     }
 
     fn report_close(&mut self) {
+        if self.core.graceful {
+            // Told when the session stops: messages in flight still reach the handler.
+            return;
+        }
         if let Some(cause) = self.core.pending_cause.take() {
             if !self.core.close_reported {
                 self.core.close_reported = true;
@@ -246,7 +255,7 @@ impl<H: SessionHandler> Handler<ClientMessages> for Session<H> {
 
     fn handle(&mut self, ClientMessages(messages): ClientMessages, ctx: &mut Context<Self>) {
         for message in messages {
-            if self.core.closed.is_some() {
+            if self.core.closed.is_some() && !self.core.graceful {
                 debug!(
                     "sockjs message after close dropped session={}",
                     self.core.id
@@ -262,6 +271,9 @@ impl<H: SessionHandler> Handler<CloseSession> for Session<H> {
     type Result = ();
 
     fn handle(&mut self, msg: CloseSession, ctx: &mut Context<Self>) {
+        if self.core.closed.is_none() {
+            self.core.graceful = true;
+        }
         self.core
             .close(msg.code, &msg.reason, CloseCause::Closed, ctx);
         self.report_close();
@@ -457,17 +469,28 @@ impl SessionCore {
             self.id, code, reason
         );
         self.mark_closed(code, reason, cause);
-        if let Some(receiver) = self.receiver.take() {
+        let keep = self.graceful && self.lifetime == Lifetime::Connection;
+        let receiver = if keep {
+            self.receiver.as_ref().map(|r| (r.tx.clone(), r.kind))
+        } else {
+            self.receiver.take().map(|r| (r.tx, r.kind))
+        };
+        if let Some((tx, kind)) = receiver {
             // Deliver what is pending, then the close frame; the transport ends on it.
-            if !self.queue.is_empty() && receiver.kind == ReceiverKind::Streaming {
-                let _ = receiver.tx.try_send(Frame::messages(self.queue.iter()));
+            if !self.queue.is_empty() && kind == ReceiverKind::Streaming {
+                let _ = tx.try_send(Frame::messages(self.queue.iter()));
             }
             if let Some(close) = &self.closed {
-                let _ = receiver.tx.try_send(close.clone());
+                let _ = tx.try_send(close.clone());
             }
         }
         self.queue.clear();
-        if self.lifetime == Lifetime::Connection {
+        if keep {
+            // The websocket transport answers the client's close and then goes; until then the
+            // session still takes the client's messages. Stop anyway if that takes too long.
+            let delay = self.options.disconnect_delay;
+            ctx.run_later(delay, |_act, ctx| ctx.stop());
+        } else if self.lifetime == Lifetime::Connection {
             // The websocket transport closes its connection on the close frame; the session
             // itself has nothing left to serve.
             ctx.stop();

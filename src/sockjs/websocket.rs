@@ -47,6 +47,7 @@ pub fn start(
         session: None,
         pending: None,
         max,
+        closing: false,
     };
     match ws::WsResponseBuilder::new(transport, req, payload)
         .frame_size(max)
@@ -87,6 +88,8 @@ struct WsTransport {
     /// A fragmented text message being reassembled.
     pending: Option<BytesMut>,
     max: usize,
+    /// Our close frame is sent; waiting for the client's.
+    closing: bool,
 }
 
 impl Actor for WsTransport {
@@ -107,8 +110,7 @@ impl StreamHandler<Frame> for WsTransport {
         match (self.flavour, frame.kind) {
             (Flavour::Framed, FrameKind::Close) => {
                 ctx.text(frame.as_str());
-                ctx.close(Some(CloseReason::from(CloseCode::Normal)));
-                ctx.stop();
+                self.start_closing(Some(CloseReason::from(CloseCode::Normal)), ctx);
             }
             (Flavour::Framed, _) => ctx.text(frame.as_str()),
             (Flavour::Raw, FrameKind::Open) => {}
@@ -121,8 +123,7 @@ impl StreamHandler<Frame> for WsTransport {
                 }
             }
             (Flavour::Raw, FrameKind::Close) => {
-                ctx.close(Some(raw_close_reason(&frame)));
-                ctx.stop();
+                self.start_closing(Some(raw_close_reason(&frame)), ctx);
             }
         }
     }
@@ -165,14 +166,31 @@ impl StreamHandler<Result<ws::Message, ws::ProtocolError>> for WsTransport {
                 ctx.stop();
             }
             ws::Message::Close(reason) => {
-                ctx.close(reason);
+                if !self.closing {
+                    ctx.close(reason);
+                }
                 ctx.stop();
             }
         }
     }
 }
 
+/// How long a closing connection waits for the client's close frame.
+const CLOSE_WAIT: std::time::Duration = std::time::Duration::from_secs(5);
+
 impl WsTransport {
+    /// Sends the websocket close frame and waits for the client's: messages it sent before it
+    /// saw ours still reach the session (a draining worker loses nothing). The session ends the
+    /// transport when it stops; a client that never answers is cut after [`CLOSE_WAIT`].
+    fn start_closing(&mut self, reason: Option<CloseReason>, ctx: &mut ws::WebsocketContext<Self>) {
+        if self.closing {
+            return;
+        }
+        self.closing = true;
+        ctx.close(reason);
+        ctx.run_later(CLOSE_WAIT, |_act, ctx| ctx.stop());
+    }
+
     fn incoming(&mut self, text: &[u8], ctx: &mut ws::WebsocketContext<Self>) {
         let Some(session) = &self.session else {
             return;

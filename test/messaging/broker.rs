@@ -162,6 +162,16 @@ impl Subscription {
             .unwrap_or_else(|e| panic!("published payload is not JSON ({e}): {payload:?}"))
     }
 
+    /// The next payload as JSON, or `None` if nothing is published within `window`.
+    #[allow(dead_code)] // used by test/restarts.rs
+    pub async fn next_json_within(&mut self, window: Duration) -> Option<Value> {
+        let msg = actix_rt::time::timeout(window, self.stream.next())
+            .await
+            .ok()??;
+        let payload: String = msg.get_payload().expect("payload is text");
+        serde_json::from_str(&payload).ok()
+    }
+
     /// Asserts that nothing is published within `window`.
     pub async fn expect_quiet(&mut self, window: Duration) {
         if let Ok(msg) = actix_rt::time::timeout(window, self.stream.next()).await {
