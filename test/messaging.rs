@@ -28,6 +28,9 @@
 #[allow(unused_imports)]
 mod common;
 
+/// Redis is the broker of this test binary (see `messaging_embedded` for the embedded one).
+const EMBEDDED: bool = false;
+
 #[path = "messaging/backend.rs"]
 mod backend;
 #[path = "messaging/broker.rs"]

@@ -11,8 +11,16 @@
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use actix::prelude::*;
+use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
+use rohrpost::broker::{
+    BrokerMessage, Discard, IsConnected, LoadSession, Publish, StoreSession, Subscribe,
+};
+use rohrpost::topics::Pattern;
 use serde_json::{json, Value};
 
 use crate::client::{Client, Event};
@@ -32,9 +40,21 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}.{n:016x}")
 }
 
-/// A connection for commands (PUBLISH, GET, DEL).
+/// Whether this test binary runs against the embedded broker (`messaging_embedded`) rather than
+/// Redis: each test crate that includes this module says so with its `EMBEDDED` constant.
+pub fn embedded() -> bool {
+    crate::EMBEDDED
+}
+
+/// The backend's connection for commands (publish, session records): to Redis, or, for the
+/// embedded broker, a broker client of the crate itself on the shared socket (see [`embedded`]).
 pub struct Redis {
-    conn: MultiplexedConnection,
+    conn: Conn,
+}
+
+enum Conn {
+    Redis(MultiplexedConnection),
+    Embedded(rohrpost::broker::Broker),
 }
 
 impl Redis {
@@ -52,12 +72,26 @@ impl Redis {
             .await
             .map_err(|_| format!("no connection within {WAIT:?}"))?
             .map_err(|e| e.to_string())?;
-        Ok(Redis { conn })
+        Ok(Redis {
+            conn: Conn::Redis(conn),
+        })
     }
 
-    /// The shared Redis.
+    /// The shared Redis, or the shared embedded broker.
     pub async fn shared() -> Redis {
+        if embedded() {
+            return Redis {
+                conn: Conn::Embedded(embedded_client(Discard.start().recipient()).await),
+            };
+        }
         Self::connect(REDIS_URL).await
+    }
+
+    fn redis(&mut self) -> &mut MultiplexedConnection {
+        match &mut self.conn {
+            Conn::Redis(conn) => conn,
+            Conn::Embedded(_) => panic!("this check needs Redis, not the embedded broker"),
+        }
     }
 
     /// PUBLISHes `payload` as is; returns how many subscriptions received it.
@@ -69,8 +103,21 @@ impl Redis {
 
     /// PUBLISHes `payload`; an error if Redis fails or does not answer within [`WAIT`].
     pub async fn try_publish_raw(&mut self, channel: &str, payload: &str) -> Result<i64, String> {
+        if let Conn::Embedded(broker) = &self.conn {
+            let publish = Publish {
+                channel: Arc::from(channel),
+                payload: Bytes::from(payload.to_owned()),
+            };
+            return match actix_rt::time::timeout(WAIT, broker.publish.send(publish)).await {
+                // The embedded broker does not count receivers.
+                Ok(Ok(Ok(()))) => Ok(0),
+                Ok(Ok(Err(e))) => Err(e.to_string()),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(_) => Err(format!("no answer within {WAIT:?}")),
+            };
+        }
         let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(&mut self.conn))
+        actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(self.redis()))
             .await
             .map_err(|_| format!("no answer within {WAIT:?}"))?
             .map_err(|e| e.to_string())
@@ -83,8 +130,20 @@ impl Redis {
 
     /// The value of `key`, if set.
     pub async fn get(&mut self, key: &str) -> Option<String> {
+        if let Conn::Embedded(broker) = &self.conn {
+            let id = key
+                .strip_prefix(SESSION_KEY)
+                .expect("the embedded broker stores session records only");
+            let load = broker.load.send(LoadSession { id: Arc::from(id) });
+            let record = actix_rt::time::timeout(WAIT, load)
+                .await
+                .unwrap_or_else(|_| panic!("load {key}: no answer within {WAIT:?}"))
+                .expect("broker client alive")
+                .unwrap_or_else(|e| panic!("load {key}: {e}"));
+            return record.map(|b| String::from_utf8(b.to_vec()).expect("records are JSON"));
+        }
         let cmd = redis::cmd("GET").arg(key).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(&mut self.conn))
+        actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(self.redis()))
             .await
             .unwrap_or_else(|_| panic!("GET {key}: no answer within {WAIT:?}"))
             .unwrap_or_else(|e| panic!("GET {key}: {e}"))
@@ -94,7 +153,7 @@ impl Redis {
     #[allow(dead_code)]
     pub async fn hget(&mut self, key: &str, field: &str) -> Option<String> {
         let cmd = redis::cmd("HGET").arg(key).arg(field).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(&mut self.conn))
+        actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(self.redis()))
             .await
             .unwrap_or_else(|_| panic!("HGET {key} {field}: no answer within {WAIT:?}"))
             .unwrap_or_else(|e| panic!("HGET {key} {field}: {e}"))
@@ -102,8 +161,22 @@ impl Redis {
 
     /// Deletes `key`.
     pub async fn del(&mut self, key: &str) {
+        if let Conn::Embedded(broker) = &self.conn {
+            // The embedded store has no delete: a record that expires at once is gone.
+            let id = key
+                .strip_prefix(SESSION_KEY)
+                .expect("the embedded broker stores session records only");
+            let store = broker.store.send(StoreSession {
+                id: Arc::from(id),
+                record: Bytes::from_static(b"{}"),
+                ttl: Duration::from_millis(1),
+            });
+            let _ = actix_rt::time::timeout(WAIT, store).await;
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+            return;
+        }
         let cmd = redis::cmd("DEL").arg(key).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(&mut self.conn))
+        actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(self.redis()))
             .await
             .unwrap_or_else(|_| panic!("DEL {key}: no answer within {WAIT:?}"))
             .unwrap_or_else(|e| panic!("DEL {key}: {e}"));
@@ -129,14 +202,46 @@ impl Redis {
     }
 }
 
-/// A Redis SUBSCRIBE to one channel, read with bounded waits.
+/// A subscription to one channel (Redis SUBSCRIBE, or the embedded broker's), read with bounded
+/// waits.
 pub struct Subscription {
-    stream: PubSubStream,
+    stream: SubscriptionStream,
+}
+
+enum SubscriptionStream {
+    Redis(PubSubStream),
+    /// Payloads forwarded by a [`Collector`]; the broker client is held so that it (and its
+    /// subscription) lives as long as the stream.
+    Embedded(
+        tokio::sync::mpsc::UnboundedReceiver<Bytes>,
+        #[allow(dead_code)] rohrpost::broker::Broker,
+    ),
+}
+
+impl SubscriptionStream {
+    /// The next payload as text; `None` when nothing arrives within `window`.
+    async fn next_payload(&mut self, window: Duration) -> Option<String> {
+        match self {
+            SubscriptionStream::Redis(stream) => {
+                let msg = actix_rt::time::timeout(window, stream.next())
+                    .await
+                    .ok()??;
+                msg.get_payload().ok()
+            }
+            SubscriptionStream::Embedded(rx, _) => {
+                let bytes = actix_rt::time::timeout(window, rx.recv()).await.ok()??;
+                String::from_utf8(bytes.to_vec()).ok()
+            }
+        }
+    }
 }
 
 impl Subscription {
     /// Subscribes to `channel` on the shared Redis; the subscription is live on return.
     pub async fn to(channel: &str) -> Subscription {
+        if embedded() {
+            return Self::embedded_to(channel).await;
+        }
         let client = redis::Client::open(REDIS_URL).expect("the Redis URL parses");
         let mut pubsub = actix_rt::time::timeout(WAIT, client.get_async_pubsub())
             .await
@@ -147,17 +252,57 @@ impl Subscription {
             .expect("SUBSCRIBE within the time limit")
             .expect("SUBSCRIBE");
         Subscription {
-            stream: pubsub.into_on_message(),
+            stream: SubscriptionStream::Redis(pubsub.into_on_message()),
+        }
+    }
+
+    /// The embedded broker's subscription: live once a probe of its own comes back. Probes are
+    /// marked `fromClient`, so no session ever receives them.
+    async fn embedded_to(channel: &str) -> Subscription {
+        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+        let broker = embedded_client(Collector(tx).start().recipient()).await;
+        let pattern = Pattern::parse(channel, usize::MAX).expect("a valid channel");
+        broker.subscribe.do_send(Subscribe(pattern));
+        let probe = format!(
+            "{{\"fromClient\":true,\"probe\":{}}}",
+            rand::random::<u64>()
+        );
+        let deadline = Instant::now() + WAIT;
+        loop {
+            let publish = Publish {
+                channel: Arc::from(channel),
+                payload: Bytes::from(probe.clone()),
+            };
+            let _ = broker.publish.send(publish).await;
+            if let Ok(Some(got)) =
+                actix_rt::time::timeout(Duration::from_millis(100), rx.recv()).await
+            {
+                if got == probe.as_bytes() {
+                    // Drop any further copies of the probe.
+                    while let Ok(Some(_)) =
+                        actix_rt::time::timeout(Duration::from_millis(50), rx.recv()).await
+                    {
+                    }
+                    break;
+                }
+            }
+            assert!(
+                Instant::now() < deadline,
+                "embedded subscription to {channel} not live"
+            );
+        }
+        Subscription {
+            stream: SubscriptionStream::Embedded(rx, broker),
         }
     }
 
     /// The next payload, as JSON.
     pub async fn next_json(&mut self) -> Value {
-        let msg = actix_rt::time::timeout(WAIT, self.stream.next())
+        let payload = self
+            .stream
+            .next_payload(WAIT)
             .await
-            .unwrap_or_else(|_| panic!("nothing published within {WAIT:?}"))
-            .expect("the subscription stays open");
-        let payload: String = msg.get_payload().expect("payload is text");
+            .unwrap_or_else(|| panic!("nothing published within {WAIT:?}"));
         serde_json::from_str(&payload)
             .unwrap_or_else(|e| panic!("published payload is not JSON ({e}): {payload:?}"))
     }
@@ -165,17 +310,13 @@ impl Subscription {
     /// The next payload as JSON, or `None` if nothing is published within `window`.
     #[allow(dead_code)] // used by test/restarts.rs
     pub async fn next_json_within(&mut self, window: Duration) -> Option<Value> {
-        let msg = actix_rt::time::timeout(window, self.stream.next())
-            .await
-            .ok()??;
-        let payload: String = msg.get_payload().expect("payload is text");
+        let payload = self.stream.next_payload(window).await?;
         serde_json::from_str(&payload).ok()
     }
 
     /// Asserts that nothing is published within `window`.
     pub async fn expect_quiet(&mut self, window: Duration) {
-        if let Ok(msg) = actix_rt::time::timeout(window, self.stream.next()).await {
-            let payload: Option<String> = msg.and_then(|m| m.get_payload().ok());
+        if let Some(payload) = self.stream.next_payload(window).await {
             panic!("expected nothing published within {window:?}, got {payload:?}");
         }
     }
@@ -344,4 +485,64 @@ pub async fn ping_pong(client: &mut Client, session_id: &str, topic: &str) {
     assert_eq!(payload["fromClient"], true, "payload {payload}");
     redis.publish(topic, &json!({"data": "pong"})).await;
     client.expect(topic, json!("pong")).await;
+}
+
+/// Key prefix of session records (Redis), mapped to the embedded store's ids.
+const SESSION_KEY: &str = "rohrpost:session:";
+
+/// The embedded broker every worker of this test process shares, hosted on a thread of its own
+/// (as the supervisor hosts it): its socket path.
+pub fn embedded_socket() -> &'static std::path::Path {
+    static SOCKET: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
+    SOCKET.get_or_init(|| {
+        let dir = tempfile::tempdir().expect("a temporary directory").keep();
+        let path = dir.join("broker.sock");
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let bind_path = path.clone();
+        std::thread::spawn(move || {
+            let system = actix_rt::System::new();
+            system.block_on(async move {
+                let handle = rohrpost::broker::local::LocalBrokerServer::bind(&bind_path)
+                    .await
+                    .expect("bind the embedded broker");
+                let _ = ready_tx.send(());
+                std::future::pending::<()>().await;
+                drop(handle);
+            });
+        });
+        ready_rx
+            .recv_timeout(WAIT)
+            .expect("the embedded broker is listening");
+        path
+    })
+}
+
+/// A broker client of the crate on the shared embedded broker, connected.
+async fn embedded_client(deliver: Recipient<BrokerMessage>) -> rohrpost::broker::Broker {
+    let addr = rohrpost::broker::local::LocalBroker::start(embedded_socket(), deliver);
+    let broker = rohrpost::broker::Broker::of(&addr);
+    let deadline = Instant::now() + WAIT;
+    while !broker.connected.send(IsConnected).await.unwrap_or(false) {
+        assert!(
+            Instant::now() < deadline,
+            "embedded broker client did not connect"
+        );
+        actix_rt::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker
+}
+
+/// Forwards what a subscription receives into a channel the test reads.
+struct Collector(tokio::sync::mpsc::UnboundedSender<Bytes>);
+
+impl Actor for Collector {
+    type Context = Context<Self>;
+}
+
+impl Handler<BrokerMessage> for Collector {
+    type Result = ();
+
+    fn handle(&mut self, msg: BrokerMessage, _ctx: &mut Context<Self>) {
+        let _ = self.0.send(msg.payload);
+    }
 }

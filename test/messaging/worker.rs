@@ -134,7 +134,11 @@ impl WorkerConfig {
             .collect();
         let file = json!({
             "http": { "host": "127.0.0.1" },
-            "broker": { "kind": "redis", "redis_url": self.redis_url },
+            "broker": if crate::broker::embedded() {
+                json!({ "kind": "local", "socket": crate::broker::embedded_socket() })
+            } else {
+                json!({ "kind": "redis", "redis_url": self.redis_url })
+            },
             "sessions": {
                 "default_whitelist": self.default_whitelist,
                 "handshake_timeout": self.handshake_timeout,
