@@ -205,7 +205,7 @@ async fn grant(supervisor: &Supervisor, session: &str, pattern: &str, data: Valu
 }
 
 #[actix_rt::test]
-async fn killed_worker_comes_back_on_its_port_and_other_clients_see_nothing() {
+async fn killed_worker_comes_back_its_clients_resume_and_other_clients_see_nothing() {
     let namespace = unique("restart");
     let sup = Supervisor::start(&namespace, None, tempfile::tempdir().unwrap()).await;
     let health = sup.health().await.unwrap();
@@ -221,7 +221,22 @@ async fn killed_worker_comes_back_on_its_port_and_other_clients_see_nothing() {
     let mut redis = Redis::shared().await;
     broker::settle(&mut redis, &mut bystander, &topic).await;
 
+    // And a client on worker 0, the one about to be killed.
+    let mut victim = Client::connect(&format!("ws://127.0.0.1:{port0}/rohrpost/websocket")).await;
+    let victim_welcome = victim.hello().await;
+
     signal(pid0, "KILL");
+    // Its client sees the connection go, comes back through /connect and resumes its session.
+    match victim.next_event(Duration::from_secs(5)).await {
+        Some(Event::Closed(_)) => {}
+        other => panic!("expected the killed worker's connection to end, got {other:?}"),
+    }
+    let (url, _) = sup.connect().await;
+    let mut victim = Client::connect(&url).await;
+    let again = victim.resume(&victim_welcome.resume).await;
+    assert!(again.resumed, "the killed worker's client resumes");
+    assert_eq!(again.session, victim_welcome.session);
+
     let after = sup
         .wait_until("worker 0 back", |h| {
             worker_field(h, 0, "generation") == 2 && worker_field(h, 0, "state") == "ready"
