@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Development start: builds Rohrpost, fetches the SockJS browser client, makes a development TLS
 # certificate if there is none, and runs the supervisor (main port 3000, workers from 3001) with
-# the committed config. Usage: ./start.sh [extra rohrpost args]
+# the committed config and the demo chat's backend (127.0.0.1:3100).
+# Usage: ./start.sh [extra rohrpost args]
 set -euo pipefail
 cd "$(dirname "$0")"
 
@@ -17,4 +18,10 @@ cargo build --release
 # A self-signed certificate for localhost, used when tls.enabled = true.
 ./target/release/rohrpost gen-cert --dir keys
 ./target/release/rohrpost check-config >/dev/null
-exec ./target/release/rohrpost "$@"
+# The demo chat's backend talks to the server API with a key made for this run.
+export ROHRPOST__API__KEY="${ROHRPOST__API__KEY:-$(head -c 16 /dev/urandom | od -An -tx1 | tr -d ' \n')}"
+./target/release/rohrpost demo-backend &
+backend=$!
+trap 'kill $backend 2>/dev/null' EXIT
+echo "Rohrpost: open http://localhost:3000 (console: http://localhost:3000/console.html)"
+./target/release/rohrpost "$@"

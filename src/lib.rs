@@ -16,6 +16,7 @@ pub mod broker;
 pub mod cluster;
 pub mod config;
 pub mod control;
+pub mod demo_backend;
 pub mod echo;
 pub mod http_backend;
 pub mod main_port;

@@ -66,6 +66,18 @@ enum Command {
         #[arg(long)]
         config: Option<PathBuf>,
     },
+    /// Run the demo chat's backend (an example backend: HTTP topics in, server API out).
+    DemoBackend {
+        /// Address to listen on (the `[[http_topics]]` rule of `chat.*` points here).
+        #[arg(long, default_value = "127.0.0.1:3100")]
+        listen: String,
+        /// Base URL of Rohrpost's main port (for the server API).
+        #[arg(long, default_value = "http://127.0.0.1:3000")]
+        api: String,
+        /// The server API key (`api.key`).
+        #[arg(long, env = "ROHRPOST__API__KEY")]
+        key: String,
+    },
     /// Write a self-signed development certificate (localhost, 127.0.0.1, ::1).
     GenCert {
         /// Directory for cert.pem and key.pem.
@@ -142,6 +154,9 @@ fn main() -> ExitCode {
                 client_url,
                 tls,
             }))
+        }
+        Command::DemoBackend { listen, api, key } => {
+            run_system(rohrpost::demo_backend::run(listen, api, key))
         }
         Command::GenCert { dir, force } => match tls::generate_dev_cert(&dir, force) {
             Ok((files, true)) => {
