@@ -148,11 +148,25 @@ async fn login(demo: &Demo, msg: &ClientMessage) -> HttpResponse {
     }
     info!("demo backend: login name={name:?}");
     demo.broadcast_users(LOBBY).await;
+    // A page reloaded into a resumed session learns the rooms it is still in.
+    let member_of: Vec<String> = demo
+        .chat
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .rooms
+        .iter()
+        .filter(|(_, members)| members.contains_key(&msg.session_id))
+        .map(|(room, _)| room.clone())
+        .collect();
+    let rooms: Vec<Value> = member_of
+        .into_iter()
+        .map(|room| json!({"room": room, "users": demo.users_of(&room)}))
+        .collect();
     HttpResponse::Ok().json(json!({
         "add": ["chat.join", "chat.leave", "chat.say", "chat.dm", format!("chat.room.{LOBBY}")],
         "sessionData": {"name": name},
         "topic": "chat.login.ok",
-        "data": {"name": name, "room": LOBBY, "users": demo.users_of(LOBBY)},
+        "data": {"name": name, "rooms": rooms},
     }))
 }
 
