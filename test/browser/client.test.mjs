@@ -255,3 +255,30 @@ test('a staged restart is ridden out: reconnect at once, same session, nothing t
   await until('every typed message at the backend', () => new Set(mine()).size === 60, 15_000);
   client.close();
 });
+
+test('the ES module entry exports the same client', async () => {
+  const mod = await import('../../static/js/rohrpost.mjs');
+  assert.equal(mod.Rohrpost, Rohrpost);
+  assert.equal(mod.default, Rohrpost);
+  assert.equal(mod.patternMatches('a.*', 'a.b'), true);
+});
+
+test('a killed worker: the client backs off, goes through /connect again and resumes', async () => {
+  const client = newClient();
+  await next(client, 'open');
+  const session = client.session;
+  const port = Number(new URL(client.url).port);
+  const h = await health();
+  const victim = h.workers.find((w) => w.port === port);
+  const reconnected = next(client, 'reconnect');
+  const states = [];
+  client.on('state', (s) => states.push(s));
+  process.kill(victim.pid, 'SIGKILL');
+  const { data } = await reconnected;
+  assert.equal(data.resumed, true);
+  assert.equal(client.session, session);
+  assert.ok(states.includes('reconnecting'), `states: ${states}`);
+  assert.equal(client.state, 'open');
+  client.close();
+  await until('the killed worker to be back', async () => (await health())?.ready_workers === 2, 20_000);
+});
