@@ -12,6 +12,7 @@
 //! - [`echo`]: the SockJS conformance server (`rohrpost sockjs-test-server`);
 //! - [`tls`]: rustls setup and development certificates.
 
+pub mod bench;
 pub mod broker;
 pub mod cluster;
 pub mod config;

@@ -389,33 +389,27 @@ impl RohrpostSession {
         }
     }
 
+    /// Publishes a client message on the broker. The request runs on its own task, not the
+    /// session's: a session that ends right after (a drain) must not take its last message
+    /// with it. A failure comes back to the session as [`PublishFailed`].
     fn publish(&self, topic: Topic, payload: Bytes, s: &mut Ctx<'_>) {
         let publish = self.services.broker.publish.send(Publish {
             channel: Arc::from(topic.as_str()),
             payload,
         });
-        s.context()
-            .spawn(actix::fut::wrap_future::<_, Session<Self>>(publish).map(
-                move |result, act, ctx| {
-                    let failure = match result {
-                        Ok(Ok(())) => {
-                            metrics::client_message_out(Path::Broker);
-                            return;
-                        }
-                        Ok(Err(e)) => e.to_string(),
-                        Err(e) => e.to_string(),
-                    };
-                    metrics::backend_error();
-                    act.with_handler(ctx, |h, s| {
-                        let e = ClientError::new(
-                            ErrorCode::BackendUnavailable,
-                            format!("message not delivered: {failure}"),
-                        )
-                        .about(topic.as_str());
-                        h.error(e, s);
-                    });
-                },
-            ));
+        let session = s.context().address();
+        actix_rt::spawn(async move {
+            let reason = match publish.await {
+                Ok(Ok(())) => {
+                    metrics::client_message_out(Path::Broker);
+                    return;
+                }
+                Ok(Err(e)) => e.to_string(),
+                Err(e) => e.to_string(),
+            };
+            metrics::backend_error();
+            session.do_send(PublishFailed { topic, reason });
+        });
     }
 
     fn call_http(&self, rule: usize, topic: Topic, payload: Bytes, s: &mut Ctx<'_>) {
@@ -563,6 +557,29 @@ impl SessionHandler for RohrpostSession {
                 .do_send(self.store_message(&session));
             info!("session closed session={} cause={cause:?}", session.id);
         }
+    }
+}
+
+/// A client message the broker did not take; the client is told.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct PublishFailed {
+    topic: Topic,
+    reason: String,
+}
+
+impl Handler<PublishFailed> for Session<RohrpostSession> {
+    type Result = ();
+
+    fn handle(&mut self, msg: PublishFailed, ctx: &mut Context<Self>) {
+        self.with_handler(ctx, |h, s| {
+            let e = ClientError::new(
+                ErrorCode::BackendUnavailable,
+                format!("message not delivered: {}", msg.reason),
+            )
+            .about(msg.topic.as_str());
+            h.error(e, s);
+        });
     }
 }
 

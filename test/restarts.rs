@@ -5,9 +5,6 @@
 #[allow(unused_imports)]
 mod common;
 
-/// Redis is the broker of this test binary (see `messaging_embedded` for the embedded one).
-const EMBEDDED: bool = false;
-
 #[path = "messaging/broker.rs"]
 #[allow(dead_code)]
 mod broker;

@@ -156,6 +156,7 @@ async fn health(port: web::Data<MainPort>) -> HttpResponse {
     res.json(serde_json::json!({
         "status": if ready > 0 { "ok" } else { "unavailable" },
         "version": env!("CARGO_PKG_VERSION"),
+        "pid": std::process::id(),
         "ready_workers": ready,
         "workers": overview.workers,
         "counters": overview.counters,

@@ -161,6 +161,9 @@ impl Handler<SessionGone> for Registry {
             .is_some_and(|(_, t)| *t == msg.token)
         {
             self.sessions.remove(&msg.id);
+        } else {
+            // A websocket session (tracked by token only).
+            self.connections.remove(&msg.token);
         }
     }
 }

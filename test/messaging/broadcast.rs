@@ -7,7 +7,7 @@ use std::time::Instant;
 use futures_util::future::join_all;
 use serde_json::json;
 
-use crate::broker::{fence, settle, Redis};
+use crate::broker::{fence, settle, BrokerKind, TestBroker};
 use crate::client::Client;
 use crate::worker::Worker;
 
@@ -20,21 +20,23 @@ const BROADCASTS: u64 = 20;
 /// File descriptors the test process and the worker (which inherits the limit) need.
 const OPEN_FILES: u64 = 4096;
 
-#[actix_rt::test]
-async fn broadcast_reaches_1000_sessions_exactly_once_each() {
+for_both_brokers!(broadcast_reaches_1000_sessions_exactly_once_each);
+
+async fn broadcast_reaches_1000_sessions_exactly_once_each(kind: BrokerKind) {
     raise_open_file_limit(OPEN_FILES);
-    let worker = Worker::start_default().await;
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let mut clients = worker.sessions(SESSIONS, BATCH).await;
     let channel = worker.topic("anonym");
-    let mut redis = Redis::shared().await;
+    let mut backend = broker.connect().await;
     // The subscription is shared by the worker's sessions: once one session receives, all do.
-    settle(&mut redis, &mut clients[0], &channel).await;
+    settle(&mut backend, &mut clients[0], &channel).await;
     let mut all: Vec<&mut Client> = clients.iter_mut().collect();
-    fence(&mut redis, &mut all, &channel).await;
+    fence(&mut backend, &mut all, &channel).await;
 
     let started = Instant::now();
     for n in 0..BROADCASTS {
-        redis.publish(&channel, &json!({"data": {"n": n}})).await;
+        backend.publish(&channel, &json!({"data": {"n": n}})).await;
     }
     let channel_ref = channel.as_str();
     join_all(all.iter_mut().map(|client| async move {
@@ -46,13 +48,13 @@ async fn broadcast_reaches_1000_sessions_exactly_once_each() {
     let elapsed = started.elapsed();
     let deliveries = SESSIONS as u64 * BROADCASTS;
     println!(
-        "broadcast: {BROADCASTS} messages to {SESSIONS} sessions = {deliveries} deliveries in \
+        "broadcast ({kind:?}): {BROADCASTS} messages to {SESSIONS} sessions = {deliveries} deliveries in \
          {elapsed:?}: {:.0} deliveries/s",
         deliveries as f64 / elapsed.as_secs_f64()
     );
 
     // Exactly once: the next thing each session sees is a new marker, not a duplicate.
-    fence(&mut redis, &mut all, &channel).await;
+    fence(&mut backend, &mut all, &channel).await;
 }
 
 /// Raises this process's soft `RLIMIT_NOFILE` to at least `needed` (up to the hard limit) with

@@ -1,38 +1,60 @@
-//! The backend's side of Redis: publishing to sessions, seeing what clients publish, and
-//! knowing when a session's subscription is live.
+//! The backend's side of the broker: which broker a test runs against, publishing to sessions,
+//! seeing what clients publish, and knowing when a session's subscription is live.
 //!
-//! - [`Redis`] publishes backend messages and reads session records.
-//! - [`Subscription`] sees what the worker publishes for clients (`fromClient: true`).
-//! - [`settle`] and [`fence`] make pub/sub timing deterministic: a worker subscribes after the
-//!   handshake, asynchronously, so a test first waits until the session receives on a channel,
-//!   and proves "nothing else arrived" by a marker that must come next.
-//! - [`RedisServer`] is a private `redis-server` a test may kill and restart.
+//! The messaging suite runs each test against both brokers a worker can have:
+//!
+//! - [`BrokerKind::Redis`]: `[broker] kind = "redis"`, the shared Redis on 127.0.0.1:6379 (or,
+//!   for a test that stops it, a private `redis-server`, [`RedisServer`]);
+//! - [`BrokerKind::Local`]: `[broker] kind = "local"`, the embedded broker, which the test hosts
+//!   in its own process on a socket in a temporary directory ([`LocalServer`]), as the
+//!   supervisor hosts it for its workers in production.
+//!
+//! [`TestBroker`] is the broker of one test: what its workers' configs point at, and where the
+//! test connects as the backend. The test acts as the backend through:
+//!
+//! - [`BrokerClient`] (called [`Redis`] by the Redis-only suites `cluster` and `restarts`), which
+//!   publishes backend messages and reads session records: a Redis connection, or a broker
+//!   client of the crate itself on the embedded broker's socket;
+//! - [`Subscription`], which sees what the worker publishes for clients (`fromClient: true`);
+//! - [`settle`] and [`fence`], which make pub/sub timing deterministic: a worker subscribes after
+//!   the handshake, asynchronously, so a test first waits until the session receives on a
+//!   channel, and proves "nothing else arrived" by a marker that must come next.
 
-use std::process::{Child, Command, Stdio};
+#[path = "broker/local.rs"]
+mod local;
+#[path = "broker/redis_server.rs"]
+mod redis_server;
+#[path = "broker/test_broker.rs"]
+mod test_broker;
+#[path = "broker/timing.rs"]
+mod timing;
+
+use std::path::Path;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use std::sync::Arc;
-
-use actix::prelude::*;
 use bytes::Bytes;
 use futures_util::StreamExt;
 use redis::aio::{MultiplexedConnection, PubSubStream};
-use rohrpost::broker::{
-    BrokerMessage, Discard, IsConnected, LoadSession, Publish, StoreSession, Subscribe,
+use rohrpost::broker::{LoadSession, Publish, StoreSession};
+use serde_json::Value;
+
+use crate::common::WAIT;
+
+// Each test crate that includes this module uses a different part of it.
+#[allow(unused_imports)]
+pub use self::{
+    local::LocalServer,
+    redis_server::RedisServer,
+    test_broker::{BrokerAddress, BrokerKind, TestBroker},
+    timing::{expect_nothing_before_fence, fence, ping_pong, settle, settle_within},
 };
-use rohrpost::topics::Pattern;
-use serde_json::{json, Value};
 
-use crate::client::{Client, Event};
-use crate::common::{free_port, WAIT};
-
-/// The shared Redis every test but the restart test uses.
+/// The shared Redis every Redis test but the restart tests uses.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 
-/// How often [`settle`] publishes a probe while the session does not receive yet.
-const PROBE_EVERY: Duration = Duration::from_millis(100);
-/// How long a session's subscription may take to become live.
-const SETTLE_WAIT: Duration = Duration::from_secs(10);
+/// Key prefix of session records in Redis; the embedded broker stores them by id alone.
+const SESSION_KEY: &str = "rohrpost:session:";
 
 /// `prefix.` followed by 16 random hex digits: a topic no other test uses.
 pub fn unique(prefix: &str) -> String {
@@ -40,117 +62,103 @@ pub fn unique(prefix: &str) -> String {
     format!("{prefix}.{n:016x}")
 }
 
-/// Whether this test binary runs against the embedded broker (`messaging_embedded`) rather than
-/// Redis: each test crate that includes this module says so with its `EMBEDDED` constant.
-pub fn embedded() -> bool {
-    crate::EMBEDDED
-}
-
-/// The backend's connection for commands (publish, session records): to Redis, or, for the
-/// embedded broker, a broker client of the crate itself on the shared socket (see [`embedded`]).
-pub struct Redis {
+/// The test's own client of the broker, acting as the backend: it publishes and reads (or
+/// drops) session records.
+pub struct BrokerClient {
     conn: Conn,
 }
 
+/// The name the Redis-only suites (`cluster`, `restarts`) know [`BrokerClient`] by.
+#[allow(dead_code)] // used by test/cluster.rs and test/restarts.rs
+pub type Redis = BrokerClient;
+
 enum Conn {
     Redis(MultiplexedConnection),
-    Embedded(rohrpost::broker::Broker),
+    /// A broker client of the crate (the worker's own kind) on the embedded broker's socket.
+    Local(rohrpost::broker::Broker),
 }
 
-impl Redis {
-    /// Connects to `url`, waiting at most [`WAIT`].
-    pub async fn connect(url: &str) -> Redis {
+impl BrokerClient {
+    /// A connection to the shared Redis.
+    #[allow(dead_code)] // used by test/cluster.rs and test/restarts.rs
+    pub async fn shared() -> BrokerClient {
+        Self::connect(REDIS_URL).await
+    }
+
+    /// Connects to the Redis at `url`, waiting at most [`WAIT`].
+    pub async fn connect(url: &str) -> BrokerClient {
         Self::try_connect(url)
             .await
             .unwrap_or_else(|e| panic!("connect to Redis at {url}: {e}"))
     }
 
-    /// Connects to `url` once; an error if Redis does not answer within [`WAIT`].
-    pub async fn try_connect(url: &str) -> Result<Redis, String> {
+    /// Connects to the Redis at `url` once; an error if it does not answer within [`WAIT`].
+    pub async fn try_connect(url: &str) -> Result<BrokerClient, String> {
         let client = redis::Client::open(url).map_err(|e| e.to_string())?;
         let conn = actix_rt::time::timeout(WAIT, client.get_multiplexed_async_connection())
             .await
             .map_err(|_| format!("no connection within {WAIT:?}"))?
             .map_err(|e| e.to_string())?;
-        Ok(Redis {
+        Ok(BrokerClient {
             conn: Conn::Redis(conn),
         })
     }
 
-    /// The shared Redis, or the shared embedded broker.
-    pub async fn shared() -> Redis {
-        if embedded() {
-            return Redis {
-                conn: Conn::Embedded(embedded_client(Discard.start().recipient()).await),
-            };
+    /// Connects to the embedded broker listening on `socket`, waiting at most [`WAIT`].
+    pub async fn local(socket: &Path) -> BrokerClient {
+        let broker = local::connect(socket, rohrpost::broker::Discard).await;
+        BrokerClient {
+            conn: Conn::Local(broker),
         }
-        Self::connect(REDIS_URL).await
     }
 
     fn redis(&mut self) -> &mut MultiplexedConnection {
         match &mut self.conn {
             Conn::Redis(conn) => conn,
-            Conn::Embedded(_) => panic!("this check needs Redis, not the embedded broker"),
+            Conn::Local(_) => panic!("this check needs Redis, not the embedded broker"),
         }
     }
 
-    /// PUBLISHes `payload` as is; returns how many subscriptions received it.
-    pub async fn publish_raw(&mut self, channel: &str, payload: &str) -> i64 {
+    /// Publishes `payload` as is.
+    pub async fn publish_raw(&mut self, channel: &str, payload: &str) {
         self.try_publish_raw(channel, payload)
             .await
-            .unwrap_or_else(|e| panic!("PUBLISH {channel}: {e}"))
+            .unwrap_or_else(|e| panic!("publish on {channel}: {e}"));
     }
 
-    /// PUBLISHes `payload`; an error if Redis fails or does not answer within [`WAIT`].
-    pub async fn try_publish_raw(&mut self, channel: &str, payload: &str) -> Result<i64, String> {
-        if let Conn::Embedded(broker) = &self.conn {
-            let publish = Publish {
-                channel: Arc::from(channel),
-                payload: Bytes::from(payload.to_owned()),
-            };
-            return match actix_rt::time::timeout(WAIT, broker.publish.send(publish)).await {
-                // The embedded broker does not count receivers.
-                Ok(Ok(Ok(()))) => Ok(0),
-                Ok(Ok(Err(e))) => Err(e.to_string()),
-                Ok(Err(e)) => Err(e.to_string()),
-                Err(_) => Err(format!("no answer within {WAIT:?}")),
-            };
+    /// Publishes `payload`; an error if the broker fails or does not answer within [`WAIT`].
+    pub async fn try_publish_raw(&mut self, channel: &str, payload: &str) -> Result<(), String> {
+        match &mut self.conn {
+            Conn::Redis(conn) => {
+                let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).clone();
+                actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(conn))
+                    .await
+                    .map_err(|_| format!("no answer within {WAIT:?}"))?
+                    .map_err(|e| e.to_string())?;
+            }
+            Conn::Local(broker) => {
+                let publish = Publish {
+                    channel: Arc::from(channel),
+                    payload: Bytes::from(payload.to_owned()),
+                };
+                actix_rt::time::timeout(WAIT, broker.publish.send(publish))
+                    .await
+                    .map_err(|_| format!("no answer within {WAIT:?}"))?
+                    .map_err(|e| e.to_string())?
+                    .map_err(|e| e.to_string())?;
+            }
         }
-        let cmd = redis::cmd("PUBLISH").arg(channel).arg(payload).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(self.redis()))
-            .await
-            .map_err(|_| format!("no answer within {WAIT:?}"))?
-            .map_err(|e| e.to_string())
+        Ok(())
     }
 
-    /// PUBLISHes a backend message.
-    pub async fn publish(&mut self, channel: &str, message: &Value) -> i64 {
-        self.publish_raw(channel, &message.to_string()).await
+    /// Publishes a backend message.
+    pub async fn publish(&mut self, channel: &str, message: &Value) {
+        self.publish_raw(channel, &message.to_string()).await;
     }
 
-    /// The value of `key`, if set.
-    pub async fn get(&mut self, key: &str) -> Option<String> {
-        if let Conn::Embedded(broker) = &self.conn {
-            let id = key
-                .strip_prefix(SESSION_KEY)
-                .expect("the embedded broker stores session records only");
-            let load = broker.load.send(LoadSession { id: Arc::from(id) });
-            let record = actix_rt::time::timeout(WAIT, load)
-                .await
-                .unwrap_or_else(|_| panic!("load {key}: no answer within {WAIT:?}"))
-                .expect("broker client alive")
-                .unwrap_or_else(|e| panic!("load {key}: {e}"));
-            return record.map(|b| String::from_utf8(b.to_vec()).expect("records are JSON"));
-        }
-        let cmd = redis::cmd("GET").arg(key).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(self.redis()))
-            .await
-            .unwrap_or_else(|_| panic!("GET {key}: no answer within {WAIT:?}"))
-            .unwrap_or_else(|e| panic!("GET {key}: {e}"))
-    }
-
-    /// The value of `field` in the hash `key`, if set (the cluster test reads the directory).
-    #[allow(dead_code)]
+    /// The value of `field` in the Redis hash `key`, if set (the cluster test reads the
+    /// directory).
+    #[allow(dead_code)] // used by test/cluster.rs
     pub async fn hget(&mut self, key: &str, field: &str) -> Option<String> {
         let cmd = redis::cmd("HGET").arg(key).arg(field).clone();
         actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(self.redis()))
@@ -159,90 +167,98 @@ impl Redis {
             .unwrap_or_else(|e| panic!("HGET {key} {field}: {e}"))
     }
 
-    /// Deletes `key`.
-    pub async fn del(&mut self, key: &str) {
-        if let Conn::Embedded(broker) = &self.conn {
-            // The embedded store has no delete: a record that expires at once is gone.
-            let id = key
-                .strip_prefix(SESSION_KEY)
-                .expect("the embedded broker stores session records only");
-            let store = broker.store.send(StoreSession {
-                id: Arc::from(id),
-                record: Bytes::from_static(b"{}"),
-                ttl: Duration::from_millis(1),
-            });
-            let _ = actix_rt::time::timeout(WAIT, store).await;
-            actix_rt::time::sleep(Duration::from_millis(5)).await;
-            return;
+    /// The stored record of session `id`, if there is one.
+    async fn load_session(&mut self, id: &str) -> Option<String> {
+        match &mut self.conn {
+            Conn::Redis(conn) => {
+                let key = format!("{SESSION_KEY}{id}");
+                let cmd = redis::cmd("GET").arg(&key).clone();
+                actix_rt::time::timeout(WAIT, cmd.query_async::<Option<String>>(conn))
+                    .await
+                    .unwrap_or_else(|_| panic!("GET {key}: no answer within {WAIT:?}"))
+                    .unwrap_or_else(|e| panic!("GET {key}: {e}"))
+            }
+            Conn::Local(broker) => {
+                let load = broker.load.send(LoadSession { id: Arc::from(id) });
+                let record = actix_rt::time::timeout(WAIT, load)
+                    .await
+                    .unwrap_or_else(|_| panic!("load session {id}: no answer within {WAIT:?}"))
+                    .expect("the broker client is running")
+                    .unwrap_or_else(|e| panic!("load session {id}: {e}"));
+                record.map(|b| String::from_utf8(b.to_vec()).expect("records are UTF-8 JSON"))
+            }
         }
-        let cmd = redis::cmd("DEL").arg(key).clone();
-        actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(self.redis()))
-            .await
-            .unwrap_or_else(|_| panic!("DEL {key}: no answer within {WAIT:?}"))
-            .unwrap_or_else(|e| panic!("DEL {key}: {e}"));
+    }
+
+    /// Drops the record of session `id`, as if it had expired.
+    pub async fn delete_session(&mut self, id: &str) {
+        match &mut self.conn {
+            Conn::Redis(conn) => {
+                let key = format!("{SESSION_KEY}{id}");
+                let cmd = redis::cmd("DEL").arg(&key).clone();
+                actix_rt::time::timeout(WAIT, cmd.query_async::<i64>(conn))
+                    .await
+                    .unwrap_or_else(|_| panic!("DEL {key}: no answer within {WAIT:?}"))
+                    .unwrap_or_else(|e| panic!("DEL {key}: {e}"));
+            }
+            Conn::Local(broker) => {
+                // The embedded store has no delete: a record that expires at once is gone.
+                let store = broker.store.send(StoreSession {
+                    id: Arc::from(id),
+                    record: Bytes::from_static(b"{}"),
+                    ttl: Duration::from_millis(1),
+                });
+                actix_rt::time::timeout(WAIT, store)
+                    .await
+                    .unwrap_or_else(|_| panic!("expire session {id}: no answer within {WAIT:?}"))
+                    .expect("the broker client is running")
+                    .unwrap_or_else(|e| panic!("expire session {id}: {e}"));
+                actix_rt::time::sleep(Duration::from_millis(5)).await;
+                assert_eq!(self.load_session(id).await, None, "session {id} expired");
+            }
+        }
     }
 
     /// The stored record of session `id` as JSON, once it satisfies `ready` (bounded by
     /// [`WAIT`]): records are written asynchronously after a change.
     pub async fn session_record(&mut self, id: &str, ready: impl Fn(&Value) -> bool) -> Value {
-        let key = format!("rohrpost:session:{id}");
         let deadline = Instant::now() + WAIT;
         loop {
-            let record = self.get(&key).await;
+            let record = self.load_session(id).await;
             let value = record.as_deref().and_then(|r| serde_json::from_str(r).ok());
             if let Some(value) = value.filter(|v| ready(v)) {
                 return value;
             }
             assert!(
                 Instant::now() < deadline,
-                "record {key} not as expected within {WAIT:?}; last seen {record:?}"
+                "record of session {id} not as expected within {WAIT:?}; last seen {record:?}"
             );
             actix_rt::time::sleep(Duration::from_millis(50)).await;
         }
     }
 }
 
-/// A subscription to one channel (Redis SUBSCRIBE, or the embedded broker's), read with bounded
-/// waits.
+/// A subscription to one channel, read with bounded waits.
 pub struct Subscription {
-    stream: SubscriptionStream,
+    stream: Stream,
 }
 
-enum SubscriptionStream {
+enum Stream {
     Redis(PubSubStream),
-    /// Payloads forwarded by a [`Collector`]; the broker client is held so that it (and its
-    /// subscription) lives as long as the stream.
-    Embedded(
-        tokio::sync::mpsc::UnboundedReceiver<Bytes>,
-        #[allow(dead_code)] rohrpost::broker::Broker,
-    ),
-}
-
-impl SubscriptionStream {
-    /// The next payload as text; `None` when nothing arrives within `window`.
-    async fn next_payload(&mut self, window: Duration) -> Option<String> {
-        match self {
-            SubscriptionStream::Redis(stream) => {
-                let msg = actix_rt::time::timeout(window, stream.next())
-                    .await
-                    .ok()??;
-                msg.get_payload().ok()
-            }
-            SubscriptionStream::Embedded(rx, _) => {
-                let bytes = actix_rt::time::timeout(window, rx.recv()).await.ok()??;
-                String::from_utf8(bytes.to_vec()).ok()
-            }
-        }
-    }
+    /// Payloads forwarded from an embedded broker subscription (see [`local::subscribe`]).
+    Local(local::Payloads),
 }
 
 impl Subscription {
     /// Subscribes to `channel` on the shared Redis; the subscription is live on return.
+    #[allow(dead_code)] // used by test/restarts.rs
     pub async fn to(channel: &str) -> Subscription {
-        if embedded() {
-            return Self::embedded_to(channel).await;
-        }
-        let client = redis::Client::open(REDIS_URL).expect("the Redis URL parses");
+        Self::redis(REDIS_URL, channel).await
+    }
+
+    /// Subscribes to `channel` on the Redis at `url`; the subscription is live on return.
+    pub async fn redis(url: &str, channel: &str) -> Subscription {
+        let client = redis::Client::open(url).expect("the Redis URL parses");
         let mut pubsub = actix_rt::time::timeout(WAIT, client.get_async_pubsub())
             .await
             .expect("Redis pub/sub connection within the time limit")
@@ -252,54 +268,34 @@ impl Subscription {
             .expect("SUBSCRIBE within the time limit")
             .expect("SUBSCRIBE");
         Subscription {
-            stream: SubscriptionStream::Redis(pubsub.into_on_message()),
+            stream: Stream::Redis(pubsub.into_on_message()),
         }
     }
 
-    /// The embedded broker's subscription: live once a probe of its own comes back. Probes are
-    /// marked `fromClient`, so no session ever receives them.
-    async fn embedded_to(channel: &str) -> Subscription {
-        let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-        let broker = embedded_client(Collector(tx).start().recipient()).await;
-        let pattern = Pattern::parse(channel, usize::MAX).expect("a valid channel");
-        broker.subscribe.do_send(Subscribe(pattern));
-        let probe = format!(
-            "{{\"fromClient\":true,\"probe\":{}}}",
-            rand::random::<u64>()
-        );
-        let deadline = Instant::now() + WAIT;
-        loop {
-            let publish = Publish {
-                channel: Arc::from(channel),
-                payload: Bytes::from(probe.clone()),
-            };
-            let _ = broker.publish.send(publish).await;
-            if let Ok(Some(got)) =
-                actix_rt::time::timeout(Duration::from_millis(100), rx.recv()).await
-            {
-                if got == probe.as_bytes() {
-                    // Drop any further copies of the probe.
-                    while let Ok(Some(_)) =
-                        actix_rt::time::timeout(Duration::from_millis(50), rx.recv()).await
-                    {
-                    }
-                    break;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "embedded subscription to {channel} not live"
-            );
-        }
+    /// Subscribes to `channel` on the embedded broker at `socket`; the subscription is live on
+    /// return.
+    pub async fn local(socket: &Path, channel: &str) -> Subscription {
         Subscription {
-            stream: SubscriptionStream::Embedded(rx, broker),
+            stream: Stream::Local(local::subscribe(socket, channel).await),
+        }
+    }
+
+    /// The next payload as text; `None` when nothing arrives within `window`.
+    async fn next_payload(&mut self, window: Duration) -> Option<String> {
+        match &mut self.stream {
+            Stream::Redis(stream) => {
+                let msg = actix_rt::time::timeout(window, stream.next())
+                    .await
+                    .ok()??;
+                msg.get_payload().ok()
+            }
+            Stream::Local(payloads) => payloads.next(window).await,
         }
     }
 
     /// The next payload, as JSON.
     pub async fn next_json(&mut self) -> Value {
         let payload = self
-            .stream
             .next_payload(WAIT)
             .await
             .unwrap_or_else(|| panic!("nothing published within {WAIT:?}"));
@@ -310,239 +306,14 @@ impl Subscription {
     /// The next payload as JSON, or `None` if nothing is published within `window`.
     #[allow(dead_code)] // used by test/restarts.rs
     pub async fn next_json_within(&mut self, window: Duration) -> Option<Value> {
-        let payload = self.stream.next_payload(window).await?;
+        let payload = self.next_payload(window).await?;
         serde_json::from_str(&payload).ok()
     }
 
     /// Asserts that nothing is published within `window`.
     pub async fn expect_quiet(&mut self, window: Duration) {
-        if let Some(payload) = self.stream.next_payload(window).await {
+        if let Some(payload) = self.next_payload(window).await {
             panic!("expected nothing published within {window:?}, got {payload:?}");
         }
-    }
-}
-
-/// Waits until `client` receives what is published on `channel` (which its session must
-/// receive: whitelisted, or its direct topic), then discards everything up to a fence.
-///
-/// Probes `{"data": {"probe": id}}` are published every [`PROBE_EVERY`] until one of them
-/// arrives on `channel`; the worker's subscription is live from then on. Probes and fences of
-/// earlier settles (of other sessions on a shared channel) are skipped on the way. A fence
-/// published after the last probe, on the same channel, arrives after every probe, so the
-/// client is left with nothing pending.
-pub async fn settle(redis: &mut Redis, client: &mut Client, channel: &str) {
-    settle_within(redis, client, channel, SETTLE_WAIT).await;
-}
-
-/// [`settle`], allowing the subscription `wait` to become live.
-pub async fn settle_within(redis: &mut Redis, client: &mut Client, channel: &str, wait: Duration) {
-    let deadline = Instant::now() + wait;
-    let id: u64 = rand::random();
-    loop {
-        redis
-            .publish(channel, &json!({"data": {"probe": id}}))
-            .await;
-        match client.next_event(PROBE_EVERY).await {
-            Some(Event::Text(text)) => {
-                let value: Value = serde_json::from_str(&text).unwrap_or_default();
-                let data = &value["data"];
-                if value["topic"] == channel && data["probe"] == id {
-                    break;
-                }
-                assert!(
-                    data.get("probe").is_some() || data.get("fence").is_some(),
-                    "expected a probe on {channel}, got {text}"
-                );
-            }
-            Some(Event::Closed(reason)) => {
-                panic!("websocket closed ({reason:?}) while waiting for {channel}")
-            }
-            None => {}
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the session did not receive on {channel} within {wait:?}"
-        );
-    }
-    fence(redis, &mut [client], channel).await;
-}
-
-/// Publishes one marker on `channel` and reads each client up to it, allowing only probes and
-/// earlier markers before it: when sessions share a channel, settling one leaves its probes and
-/// marker with the others (see [`settle`]). Every client must receive the marker.
-pub async fn fence(redis: &mut Redis, clients: &mut [&mut Client], channel: &str) {
-    let marker: u64 = rand::random();
-    redis
-        .publish(channel, &json!({"data": {"fence": marker}}))
-        .await;
-    let reads = clients.iter_mut().map(|client| async move {
-        loop {
-            let (topic, data) = client.recv().await;
-            if data["fence"] == marker {
-                assert_eq!(topic, channel, "fence topic");
-                return;
-            }
-            assert!(
-                data.get("probe").is_some() || data.get("fence").is_some(),
-                "only probes and earlier fences may come before the fence, got {topic} {data}"
-            );
-        }
-    });
-    futures_util::future::join_all(reads).await;
-}
-
-/// Publishes `{"data": {"fence": marker}}` on `channel` and asserts that it is the very next
-/// thing `client` receives: whatever was published before it did not reach the client.
-pub async fn expect_nothing_before_fence(redis: &mut Redis, client: &mut Client, channel: &str) {
-    let marker: u64 = rand::random();
-    redis
-        .publish(channel, &json!({"data": {"fence": marker}}))
-        .await;
-    client.expect(channel, json!({"fence": marker})).await;
-}
-
-/// A private `redis-server` on its own port, killed on drop.
-pub struct RedisServer {
-    child: Option<Child>,
-    port: u16,
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-impl RedisServer {
-    /// Starts a server on a free port and waits until it answers.
-    pub async fn start() -> RedisServer {
-        let mut server = RedisServer {
-            child: None,
-            port: free_port(),
-        };
-        server.restart().await;
-        server
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/", self.port)
-    }
-
-    /// Kills the server (SIGKILL: no goodbye to its clients).
-    pub fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// Starts the server (again) on its port, without persistence, and waits until it answers.
-    pub async fn restart(&mut self) {
-        self.kill();
-        let child = Command::new("redis-server")
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("spawn redis-server (is it installed?)");
-        self.child = Some(child);
-        let deadline = Instant::now() + WAIT;
-        loop {
-            if let Ok(mut redis) = Redis::try_connect(&self.url()).await {
-                if redis
-                    .try_publish_raw("rohrpost-test.ready", "1")
-                    .await
-                    .is_ok()
-                {
-                    return;
-                }
-            }
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on port {} did not answer within {WAIT:?}",
-                self.port
-            );
-            actix_rt::time::sleep(Duration::from_millis(50)).await;
-        }
-    }
-}
-
-/// The original Rohrpost round trip, as a check that a session works: the client publishes
-/// `"ping"` on `topic` (a fresh, whitelisted one), a backend subscribed to it sees the client
-/// payload, and its `"pong"` comes back to the client (and nothing before it: not the client's
-/// own ping).
-pub async fn ping_pong(client: &mut Client, session_id: &str, topic: &str) {
-    let mut redis = Redis::shared().await;
-    settle(&mut redis, client, topic).await;
-    let mut backend = Subscription::to(topic).await;
-    client.publish(topic, json!("ping")).await;
-    let payload = backend.next_json().await;
-    assert_eq!(payload["topic"], topic, "payload {payload}");
-    assert_eq!(payload["data"], "ping", "payload {payload}");
-    assert_eq!(payload["sessionId"], session_id, "payload {payload}");
-    assert_eq!(payload["fromClient"], true, "payload {payload}");
-    redis.publish(topic, &json!({"data": "pong"})).await;
-    client.expect(topic, json!("pong")).await;
-}
-
-/// Key prefix of session records (Redis), mapped to the embedded store's ids.
-const SESSION_KEY: &str = "rohrpost:session:";
-
-/// The embedded broker every worker of this test process shares, hosted on a thread of its own
-/// (as the supervisor hosts it): its socket path.
-pub fn embedded_socket() -> &'static std::path::Path {
-    static SOCKET: std::sync::OnceLock<std::path::PathBuf> = std::sync::OnceLock::new();
-    SOCKET.get_or_init(|| {
-        let dir = tempfile::tempdir().expect("a temporary directory").keep();
-        let path = dir.join("broker.sock");
-        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
-        let bind_path = path.clone();
-        std::thread::spawn(move || {
-            let system = actix_rt::System::new();
-            system.block_on(async move {
-                let handle = rohrpost::broker::local::LocalBrokerServer::bind(&bind_path)
-                    .await
-                    .expect("bind the embedded broker");
-                let _ = ready_tx.send(());
-                std::future::pending::<()>().await;
-                drop(handle);
-            });
-        });
-        ready_rx
-            .recv_timeout(WAIT)
-            .expect("the embedded broker is listening");
-        path
-    })
-}
-
-/// A broker client of the crate on the shared embedded broker, connected.
-async fn embedded_client(deliver: Recipient<BrokerMessage>) -> rohrpost::broker::Broker {
-    let addr = rohrpost::broker::local::LocalBroker::start(embedded_socket(), deliver);
-    let broker = rohrpost::broker::Broker::of(&addr);
-    let deadline = Instant::now() + WAIT;
-    while !broker.connected.send(IsConnected).await.unwrap_or(false) {
-        assert!(
-            Instant::now() < deadline,
-            "embedded broker client did not connect"
-        );
-        actix_rt::time::sleep(Duration::from_millis(20)).await;
-    }
-    broker
-}
-
-/// Forwards what a subscription receives into a channel the test reads.
-struct Collector(tokio::sync::mpsc::UnboundedSender<Bytes>);
-
-impl Actor for Collector {
-    type Context = Context<Self>;
-}
-
-impl Handler<BrokerMessage> for Collector {
-    type Result = ();
-
-    fn handle(&mut self, msg: BrokerMessage, _ctx: &mut Context<Self>) {
-        let _ = self.0.send(msg.payload);
     }
 }

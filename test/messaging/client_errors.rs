@@ -7,9 +7,16 @@
 
 use serde_json::json;
 
-use crate::broker::unique;
+use crate::broker::{unique, BrokerKind, TestBroker};
 use crate::client::Client;
 use crate::worker::{Worker, WorkerConfig};
+
+for_both_brokers!(
+    invalid_json_gives_invalid_json,
+    non_object_or_topicless_message_gives_invalid_message,
+    bad_topic_gives_invalid_topic,
+    message_over_max_message_bytes_gives_too_large,
+);
 
 /// Asserts that the session still answers: a message on a forbidden topic is refused as such.
 async fn still_usable(client: &mut Client) {
@@ -17,9 +24,9 @@ async fn still_usable(client: &mut Client) {
     client.expect_error("not_whitelisted").await;
 }
 
-#[actix_rt::test]
-async fn invalid_json_gives_invalid_json() {
-    let worker = Worker::start_default().await;
+async fn invalid_json_gives_invalid_json(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let (mut client, _) = worker.session().await;
     for text in ["{not json", "{\"topic\": \"anonym.x\"", "nope"] {
         client.send_text(text).await;
@@ -28,9 +35,9 @@ async fn invalid_json_gives_invalid_json() {
     still_usable(&mut client).await;
 }
 
-#[actix_rt::test]
-async fn non_object_or_topicless_message_gives_invalid_message() {
-    let worker = Worker::start_default().await;
+async fn non_object_or_topicless_message_gives_invalid_message(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let (mut client, _) = worker.session().await;
     let anonym = worker.topic("anonym");
     for message in [
@@ -50,11 +57,11 @@ async fn non_object_or_topicless_message_gives_invalid_message() {
     still_usable(&mut client).await;
 }
 
-#[actix_rt::test]
-async fn bad_topic_gives_invalid_topic() {
+async fn bad_topic_gives_invalid_topic(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let config = WorkerConfig {
         max_topic_len: 64,
-        ..WorkerConfig::default()
+        ..WorkerConfig::on(&broker)
     };
     let worker = Worker::start(&config).await;
     let (mut client, _) = worker.session().await;
@@ -72,12 +79,12 @@ async fn bad_topic_gives_invalid_topic() {
     client.expect_error("not_whitelisted").await;
 }
 
-#[actix_rt::test]
-async fn message_over_max_message_bytes_gives_too_large() {
+async fn message_over_max_message_bytes_gives_too_large(kind: BrokerKind) {
     const LIMIT: usize = 1024;
+    let broker = TestBroker::start(kind).await;
     let config = WorkerConfig {
         max_message_bytes: LIMIT,
-        ..WorkerConfig::default()
+        ..WorkerConfig::on(&broker)
     };
     let worker = Worker::start(&config).await;
     let (mut client, _) = worker.session().await;

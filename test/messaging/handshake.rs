@@ -6,12 +6,22 @@ use std::time::{Duration, Instant};
 use awc::ws::CloseCode;
 use serde_json::json;
 
-use crate::broker::{settle, unique, Redis};
+use crate::broker::{settle, unique, BrokerKind, TestBroker};
 use crate::worker::{Worker, WorkerConfig};
 
-#[actix_rt::test]
-async fn welcome_gives_fresh_session_with_default_whitelist() {
-    let worker = Worker::start_default().await;
+for_both_brokers!(
+    welcome_gives_fresh_session_with_default_whitelist,
+    message_before_hello_gives_handshake_required,
+    non_hello_first_message_gives_handshake_required,
+    handshake_timeout_closes_silent_session,
+    hello_in_time_is_not_closed_by_handshake_timeout,
+    legacy_handshake_accepts_bare_session_id,
+    legacy_mode_still_accepts_hello,
+);
+
+async fn welcome_gives_fresh_session_with_default_whitelist(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let (_first, a) = worker.session().await;
     let (_second, b) = worker.session().await;
     assert_ne!(a.session, b.session, "every hello starts its own session");
@@ -20,9 +30,9 @@ async fn welcome_gives_fresh_session_with_default_whitelist() {
     assert_eq!(a.whitelist, worker.config().default_whitelist);
 }
 
-#[actix_rt::test]
-async fn message_before_hello_gives_handshake_required() {
-    let worker = Worker::start_default().await;
+async fn message_before_hello_gives_handshake_required(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let mut client = worker.connect().await;
     client.publish(&worker.topic("anonym"), json!(1)).await;
     client.expect_error("handshake_required").await;
@@ -30,9 +40,9 @@ async fn message_before_hello_gives_handshake_required() {
     assert!(!welcome.resumed);
 }
 
-#[actix_rt::test]
-async fn non_hello_first_message_gives_handshake_required() {
-    let worker = Worker::start_default().await;
+async fn non_hello_first_message_gives_handshake_required(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let mut client = worker.connect().await;
     for text in [
         r#"{"hello": 2}"#,
@@ -49,11 +59,11 @@ async fn non_hello_first_message_gives_handshake_required() {
     client.hello().await;
 }
 
-#[actix_rt::test]
-async fn handshake_timeout_closes_silent_session() {
+async fn handshake_timeout_closes_silent_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let config = WorkerConfig {
         handshake_timeout: "500ms".to_owned(),
-        ..WorkerConfig::default()
+        ..WorkerConfig::on(&broker)
     };
     let worker = Worker::start(&config).await;
     let mut client = worker.connect().await;
@@ -79,11 +89,11 @@ async fn handshake_timeout_closes_silent_session() {
     );
 }
 
-#[actix_rt::test]
-async fn hello_in_time_is_not_closed_by_handshake_timeout() {
+async fn hello_in_time_is_not_closed_by_handshake_timeout(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let config = WorkerConfig {
         handshake_timeout: "500ms".to_owned(),
-        ..WorkerConfig::default()
+        ..WorkerConfig::on(&broker)
     };
     let worker = Worker::start(&config).await;
     let (mut client, _) = worker.session().await;
@@ -92,11 +102,11 @@ async fn hello_in_time_is_not_closed_by_handshake_timeout() {
     client.expect_error("not_whitelisted").await;
 }
 
-#[actix_rt::test]
-async fn legacy_handshake_accepts_bare_session_id() {
+async fn legacy_handshake_accepts_bare_session_id(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let config = WorkerConfig {
         legacy_handshake: true,
-        ..WorkerConfig::default()
+        ..WorkerConfig::on(&broker)
     };
     let worker = Worker::start(&config).await;
     let mut client = worker.connect().await;
@@ -106,20 +116,22 @@ async fn legacy_handshake_accepts_bare_session_id() {
     assert_eq!(client.recv_text().await, format!("ok:{id}"));
 
     // Then the session works normally: its direct topic, its whitelist.
-    let mut redis = Redis::shared().await;
+    let mut backend = broker.connect().await;
     let direct = format!("rohrpost.client.{id}");
-    settle(&mut redis, &mut client, &direct).await;
-    redis.publish(&direct, &json!({"data": "hello 0.x"})).await;
+    settle(&mut backend, &mut client, &direct).await;
+    backend
+        .publish(&direct, &json!({"data": "hello 0.x"}))
+        .await;
     client.expect(&direct, json!("hello 0.x")).await;
     client.publish(&unique("secret"), json!(1)).await;
     client.expect_error("not_whitelisted").await;
 }
 
-#[actix_rt::test]
-async fn legacy_mode_still_accepts_hello() {
+async fn legacy_mode_still_accepts_hello(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let config = WorkerConfig {
         legacy_handshake: true,
-        ..WorkerConfig::default()
+        ..WorkerConfig::on(&broker)
     };
     let worker = Worker::start(&config).await;
     let (_client, welcome) = worker.session().await;

@@ -7,11 +7,23 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::backend::{Answer, Backend};
-use crate::broker::{settle, Redis, Subscription};
+use crate::broker::{settle, BrokerKind, TestBroker};
 use crate::worker::{HttpRule, Worker, WorkerConfig};
 
 /// How long "nothing arrived" is watched for after the backend answered.
 const QUIET: Duration = Duration::from_millis(300);
+
+for_both_brokers!(
+    http_topic_round_trip_reaches_backend_and_answer_reaches_client,
+    http_topic_is_percent_encoded_in_the_backend_url,
+    http_answer_topic_is_delivered_like_direct_topic,
+    message_on_http_topic_is_not_published_to_the_broker,
+    first_matching_http_rule_wins,
+    http_answer_grants_whitelist,
+    http_answer_removes_patterns,
+    http_answer_sets_session_data,
+    empty_http_answers_send_nothing,
+);
 
 /// Whitelists `http.*` (namespaced) in `config` and sends it to `backend` with the header
 /// `X-Token: abc`.
@@ -23,18 +35,18 @@ fn serve_http(config: &mut WorkerConfig, backend: &Backend) {
         .push(HttpRule::new(&http, &backend.url()).header("X-Token", "abc"));
 }
 
-/// A worker whose `http.*` topics go to `backend`.
-async fn worker_for(backend: &Backend) -> Worker {
-    let mut config = WorkerConfig::default();
+/// A worker of `broker` whose `http.*` topics go to `backend`.
+async fn worker_for(broker: &TestBroker, backend: &Backend) -> Worker {
+    let mut config = WorkerConfig::on(broker);
     serve_http(&mut config, backend);
     Worker::start(&config).await
 }
 
-#[actix_rt::test]
-async fn http_topic_round_trip_reaches_backend_and_answer_reaches_client() {
+async fn http_topic_round_trip_reaches_backend_and_answer_reaches_client(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let mut backend =
         Backend::start(|req| Answer::Json(json!({"data": {"echo": req.body["data"]}})));
-    let worker = worker_for(&backend).await;
+    let worker = worker_for(&broker, &backend).await;
     let (mut client, welcome) = worker.session().await;
     let topic = worker.topic("http");
 
@@ -56,10 +68,10 @@ async fn http_topic_round_trip_reaches_backend_and_answer_reaches_client() {
     client.expect(&topic, json!({"echo": {"q": 1}})).await;
 }
 
-#[actix_rt::test]
-async fn http_topic_is_percent_encoded_in_the_backend_url() {
+async fn http_topic_is_percent_encoded_in_the_backend_url(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let mut backend = Backend::start(|_| Answer::Json(json!({"data": "seen"})));
-    let worker = worker_for(&backend).await;
+    let worker = worker_for(&broker, &backend).await;
     let (mut client, _) = worker.session().await;
     // Printable, no whitespace: a valid topic, full of characters a URL path cannot carry.
     let topic = format!("{}.a/b?c#d%e&f+g;h\\i\"j<k>ü", worker.topic("http"));
@@ -77,12 +89,12 @@ async fn http_topic_is_percent_encoded_in_the_backend_url() {
     client.expect(&topic, json!("seen")).await;
 }
 
-#[actix_rt::test]
-async fn http_answer_topic_is_delivered_like_direct_topic() {
+async fn http_answer_topic_is_delivered_like_direct_topic(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let secret = crate::broker::unique("secret");
     let answer = json!({"topic": secret, "data": "from the backend"});
     let mut backend = Backend::start(move |_| Answer::Json(answer.clone()));
-    let worker = worker_for(&backend).await;
+    let worker = worker_for(&broker, &backend).await;
     let (mut client, _) = worker.session().await;
 
     client.publish(&worker.topic("http"), json!(1)).await;
@@ -90,25 +102,25 @@ async fn http_answer_topic_is_delivered_like_direct_topic() {
     client.expect(&secret, json!("from the backend")).await;
 }
 
-#[actix_rt::test]
-async fn message_on_http_topic_is_not_published_to_redis() {
+async fn message_on_http_topic_is_not_published_to_the_broker(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let mut backend = Backend::start(|_| Answer::Json(json!({"data": "seen"})));
-    let worker = worker_for(&backend).await;
+    let worker = worker_for(&broker, &backend).await;
     let (mut client, _) = worker.session().await;
     let topic = worker.topic("http");
-    let mut redis_side = Subscription::to(&topic).await;
+    let mut on_broker = broker.subscribe(&topic).await;
 
     client.publish(&topic, json!("for the backend only")).await;
     backend.next_request().await;
     client.expect(&topic, json!("seen")).await;
-    redis_side.expect_quiet(QUIET).await;
+    on_broker.expect_quiet(QUIET).await;
 }
 
-#[actix_rt::test]
-async fn first_matching_http_rule_wins() {
+async fn first_matching_http_rule_wins(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let mut first = Backend::start(|_| Answer::Json(json!({"data": "first"})));
     let mut second = Backend::start(|_| Answer::Json(json!({"data": "second"})));
-    let mut config = WorkerConfig::default();
+    let mut config = WorkerConfig::on(&broker);
     let special = config.topic("http");
     config
         .http_topics
@@ -127,9 +139,9 @@ async fn first_matching_http_rule_wins() {
     client.expect(&other, json!("second")).await;
 }
 
-#[actix_rt::test]
-async fn http_answer_grants_whitelist() {
-    let mut config = WorkerConfig::default();
+async fn http_answer_grants_whitelist(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let mut config = WorkerConfig::on(&broker);
     let members = config.topic("members");
     let grant = json!({"add": [config.pattern("members")], "data": {"ok": true}});
     let mut backend = Backend::start(move |_| Answer::Json(grant.clone()));
@@ -147,16 +159,16 @@ async fn http_answer_grants_whitelist() {
     backend.next_request().await;
     client.expect(&login, json!({"ok": true})).await;
 
-    let mut redis_side = Subscription::to(&members).await;
+    let mut on_broker = broker.subscribe(&members).await;
     client.publish(&members, json!("member now")).await;
-    assert_eq!(redis_side.next_json().await["data"], "member now");
-    let mut redis = Redis::shared().await;
-    settle(&mut redis, &mut client, &members).await;
+    assert_eq!(on_broker.next_json().await["data"], "member now");
+    let mut publisher = broker.connect().await;
+    settle(&mut publisher, &mut client, &members).await;
 }
 
-#[actix_rt::test]
-async fn http_answer_removes_patterns() {
-    let mut config = WorkerConfig::default();
+async fn http_answer_removes_patterns(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let mut config = WorkerConfig::on(&broker);
     let revoke = json!({"remove": [config.pattern("anonym")], "data": "bye"});
     let mut backend = Backend::start(move |_| Answer::Json(revoke.clone()));
     serve_http(&mut config, &backend);
@@ -172,8 +184,8 @@ async fn http_answer_removes_patterns() {
     client.expect_error("not_whitelisted").await;
 }
 
-#[actix_rt::test]
-async fn http_answer_sets_session_data() {
+async fn http_answer_sets_session_data(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let mut backend = Backend::start(|req| {
         if req.topic.ends_with(".login") {
             Answer::Json(json!({"sessionData": {"user": "ada"}}))
@@ -181,7 +193,7 @@ async fn http_answer_sets_session_data() {
             Answer::Json(json!({"data": {"seen": req.body["sessionData"]}}))
         }
     });
-    let worker = worker_for(&backend).await;
+    let worker = worker_for(&broker, &backend).await;
     let (mut client, _) = worker.session().await;
 
     let login = format!("{}.login", worker.topic("http"));
@@ -199,8 +211,8 @@ async fn http_answer_sets_session_data() {
         .await;
 }
 
-#[actix_rt::test]
-async fn empty_http_answers_send_nothing() {
+async fn empty_http_answers_send_nothing(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
     let mut backend = Backend::start(|req| {
         let status = if req.topic.ends_with(".nocontent") {
             204
@@ -213,7 +225,7 @@ async fn empty_http_answers_send_nothing() {
             body: "",
         }
     });
-    let worker = worker_for(&backend).await;
+    let worker = worker_for(&broker, &backend).await;
     let (mut client, _) = worker.session().await;
 
     for suffix in ["empty", "nocontent"] {

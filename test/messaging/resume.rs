@@ -1,12 +1,20 @@
 //! Resuming sessions with `{"hello": 1, "resume": token}`: a genuine token restores the session
-//! from its Redis record on any worker sharing the secret; any other token gives a new session,
-//! never someone else's.
+//! from its record in the broker on any worker sharing the secret; any other token gives a new
+//! session, never someone else's.
 
 use serde_json::json;
 
-use crate::broker::{settle, Redis, Subscription};
+use crate::broker::{settle, BrokerKind, TestBroker};
 use crate::client::Welcome;
 use crate::worker::{Worker, WorkerConfig};
+
+for_both_brokers!(
+    resume_on_another_worker_restores_whitelist_and_data,
+    resume_with_forged_token_gives_fresh_session,
+    resume_with_altered_token_of_another_session_gives_fresh_session,
+    resume_with_token_of_another_secret_gives_fresh_session,
+    resume_of_unknown_session_gives_fresh_session,
+);
 
 /// Asserts that `welcome` is a new session of `worker`, unlike each of `others`.
 fn assert_fresh(worker: &Worker, welcome: &Welcome, others: &[&str]) {
@@ -17,24 +25,24 @@ fn assert_fresh(worker: &Worker, welcome: &Welcome, others: &[&str]) {
     assert_eq!(welcome.whitelist, worker.config().default_whitelist);
 }
 
-#[actix_rt::test]
-async fn resume_on_another_worker_restores_whitelist_and_data() {
-    let config = WorkerConfig::default();
+async fn resume_on_another_worker_restores_whitelist_and_data(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let config = WorkerConfig::on(&broker);
     let first = Worker::start(&config).await;
     let second = Worker::start(&config).await;
     let members_pattern = config.pattern("members");
     let (mut client, welcome) = first.session().await;
     let direct = welcome.direct_topic();
-    let mut redis = Redis::shared().await;
-    settle(&mut redis, &mut client, &direct).await;
+    let mut backend = broker.connect().await;
+    settle(&mut backend, &mut client, &direct).await;
     let grant = json!({
         "add": [members_pattern],
         "sessionData": {"user": "ada"},
         "data": "logged in",
     });
-    redis.publish(&direct, &grant).await;
+    backend.publish(&direct, &grant).await;
     client.expect(&direct, json!("logged in")).await;
-    redis
+    backend
         .session_record(&welcome.session, |r| {
             r.to_string().contains(&members_pattern)
         })
@@ -52,17 +60,17 @@ async fn resume_on_another_worker_restores_whitelist_and_data() {
     );
 
     let members = config.topic("members");
-    let mut backend = Subscription::to(&members).await;
+    let mut from_clients = broker.subscribe(&members).await;
     client.publish(&members, json!("back again")).await;
-    let payload = backend.next_json().await;
+    let payload = from_clients.next_json().await;
     assert_eq!(payload["sessionId"], welcome.session.as_str());
     assert_eq!(payload["sessionData"], json!({"user": "ada"}));
-    settle(&mut redis, &mut client, &direct).await;
+    settle(&mut backend, &mut client, &direct).await;
 }
 
-#[actix_rt::test]
-async fn resume_with_forged_token_gives_fresh_session() {
-    let worker = Worker::start_default().await;
+async fn resume_with_forged_token_gives_fresh_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let (_owner, owner) = worker.session().await;
     let forged = [
         "forged".to_owned(),
@@ -78,9 +86,9 @@ async fn resume_with_forged_token_gives_fresh_session() {
     }
 }
 
-#[actix_rt::test]
-async fn resume_with_altered_token_of_another_session_gives_fresh_session() {
-    let worker = Worker::start_default().await;
+async fn resume_with_altered_token_of_another_session_gives_fresh_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let (_alice, alice) = worker.session().await;
     let (_bob, bob) = worker.session().await;
     let (_, bob_tag) = bob.resume.rsplit_once('.').expect("a token is <id>.<tag>");
@@ -106,9 +114,9 @@ async fn resume_with_altered_token_of_another_session_gives_fresh_session() {
     }
 }
 
-#[actix_rt::test]
-async fn resume_with_token_of_another_secret_gives_fresh_session() {
-    let config = WorkerConfig::default();
+async fn resume_with_token_of_another_secret_gives_fresh_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let config = WorkerConfig::on(&broker);
     let ours = Worker::start(&config).await;
     let theirs = Worker::start(&WorkerConfig {
         secret: "another-secret".to_owned(),
@@ -121,24 +129,22 @@ async fn resume_with_token_of_another_secret_gives_fresh_session() {
     assert_fresh(&ours, &welcome, &[&owner.session]);
 }
 
-#[actix_rt::test]
-async fn resume_of_unknown_session_gives_fresh_session() {
-    let worker = Worker::start_default().await;
+async fn resume_of_unknown_session_gives_fresh_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let worker = Worker::start_on(&broker).await;
     let (mut owner_client, owner) = worker.session().await;
     let direct = owner.direct_topic();
-    let mut redis = Redis::shared().await;
-    // A change of session data is stored at once: the record certainly exists before the DEL.
-    settle(&mut redis, &mut owner_client, &direct).await;
+    let mut backend = broker.connect().await;
+    // A change of session data is stored at once: the record certainly exists before it is dropped.
+    settle(&mut backend, &mut owner_client, &direct).await;
     let change = json!({"sessionData": {"user": "ada"}, "data": "stored"});
-    redis.publish(&direct, &change).await;
+    backend.publish(&direct, &change).await;
     owner_client.expect(&direct, json!("stored")).await;
-    redis
+    backend
         .session_record(&owner.session, |r| r.to_string().contains("ada"))
         .await;
     // As if it had expired (the owner stays connected, so it is not written again soon).
-    redis
-        .del(&format!("rohrpost:session:{}", owner.session))
-        .await;
+    backend.delete_session(&owner.session).await;
 
     let mut client = worker.connect().await;
     let welcome = client.resume(&owner.resume).await;

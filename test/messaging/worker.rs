@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
-use crate::broker::{unique, REDIS_URL};
+use crate::broker::{unique, BrokerAddress, TestBroker};
 use crate::client::{Client, Welcome};
 use crate::common::{free_port, BIN};
 
@@ -62,19 +62,20 @@ impl HttpRule {
 
 /// The settings a test chooses; everything else is the example config of the spec.
 ///
-/// Redis is shared by every test running at once, and a whitelist pattern such as `anonym.*`
-/// would let a session receive what other tests publish. So each config has a random
-/// `namespace`, and its default whitelist is the spec's `anonym.*` and `ping.*` inside it:
-/// `anonym.<namespace>.*`, `ping.<namespace>.*`. Tests name topics and patterns with
+/// The shared Redis serves every Redis test running at once, and a whitelist pattern such as
+/// `anonym.*` would let a session receive what other tests publish. So each config has a random
+/// `namespace` (with the embedded broker too, which each test has to itself, so that the tests
+/// read the same for both), and its default whitelist is the spec's `anonym.*` and `ping.*`
+/// inside it: `anonym.<namespace>.*`, `ping.<namespace>.*`. Tests name topics and patterns with
 /// [`WorkerConfig::topic`] and [`WorkerConfig::pattern`]; two workers share a namespace by
 /// sharing a config.
 #[derive(Clone, Debug)]
 pub struct WorkerConfig {
     pub namespace: String,
-    pub redis_url: String,
+    pub broker: BrokerAddress,
     pub default_whitelist: Vec<String>,
     pub handshake_timeout: String,
-    /// Empty: the workers agree on one through Redis.
+    /// Empty: the workers agree on one through the broker.
     pub secret: String,
     pub max_message_bytes: usize,
     pub max_topic_len: usize,
@@ -82,11 +83,12 @@ pub struct WorkerConfig {
     pub legacy_handshake: bool,
 }
 
-impl Default for WorkerConfig {
-    fn default() -> Self {
+impl WorkerConfig {
+    /// The default test config for workers of `broker`, in a namespace of its own.
+    pub fn on(broker: &TestBroker) -> WorkerConfig {
         let namespace = format!("t{:012x}", rand::random::<u64>() >> 16);
         WorkerConfig {
-            redis_url: REDIS_URL.to_owned(),
+            broker: broker.address(),
             default_whitelist: vec![
                 format!("anonym.{namespace}.*"),
                 format!("ping.{namespace}.*"),
@@ -100,9 +102,7 @@ impl Default for WorkerConfig {
             legacy_handshake: false,
         }
     }
-}
 
-impl WorkerConfig {
     /// A fresh topic `<kind>.<namespace>.<random>`, which `pattern(kind)` matches.
     pub fn topic(&self, kind: &str) -> String {
         unique(&format!("{kind}.{}", self.namespace))
@@ -134,11 +134,7 @@ impl WorkerConfig {
             .collect();
         let file = json!({
             "http": { "host": "127.0.0.1" },
-            "broker": if crate::broker::embedded() {
-                json!({ "kind": "local", "socket": crate::broker::embedded_socket() })
-            } else {
-                json!({ "kind": "redis", "redis_url": self.redis_url })
-            },
+            "broker": self.broker.config_section(),
             "sessions": {
                 "default_whitelist": self.default_whitelist,
                 "handshake_timeout": self.handshake_timeout,
@@ -175,9 +171,9 @@ impl Drop for Worker {
 }
 
 impl Worker {
-    /// A worker with the default test config.
-    pub async fn start_default() -> Worker {
-        Worker::start(&WorkerConfig::default()).await
+    /// A worker of `broker` with the default test config.
+    pub async fn start_on(broker: &TestBroker) -> Worker {
+        Worker::start(&WorkerConfig::on(broker)).await
     }
 
     /// Writes `config`, starts the worker and waits until it answers.

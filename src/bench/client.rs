@@ -1,0 +1,200 @@
+//! One benchmark session: the real protocol, as a browser speaks it over the framed SockJS
+//! websocket — `GET /connect`, the websocket to `{url}/{server}/{session}/websocket`, the open
+//! frame, the hello, the welcome — then a task that reads frames and records every delivery.
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use awc::ws::{Frame, Message};
+use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
+use serde_json::Value;
+
+use super::{now_us, BenchError};
+
+/// What all sessions of a run record.
+pub struct Tally {
+    /// Deliveries carrying a send timestamp (`data.t`, µs since the epoch).
+    pub delivered: u64,
+    /// Latency from send to receipt, in µs.
+    pub latency: Histogram<u64>,
+    /// When the first and the last timed delivery arrived (µs since the epoch).
+    pub first_us: u64,
+    pub last_us: u64,
+    /// Sessions whose connection ended during the run.
+    pub dropped_sessions: u64,
+}
+
+impl Tally {
+    pub fn new() -> Rc<RefCell<Tally>> {
+        Rc::new(RefCell::new(Tally {
+            delivered: 0,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds"),
+            first_us: 0,
+            last_us: 0,
+            dropped_sessions: 0,
+        }))
+    }
+
+    fn record(&mut self, sent_us: u64) {
+        let now = now_us();
+        self.delivered += 1;
+        let _ = self.latency.record(now.saturating_sub(sent_us).max(1));
+        if self.first_us == 0 {
+            self.first_us = now;
+        }
+        self.last_us = now;
+    }
+}
+
+/// An open session: the queue of frames its connection task sends.
+pub struct Session {
+    outbox: tokio::sync::mpsc::UnboundedSender<Message>,
+}
+
+/// `/connect` on the main port: the SockJS URL of a worker.
+pub async fn connect_url(client: &awc::Client, main: &str) -> Result<String, BenchError> {
+    let mut res = client
+        .get(format!("{main}/connect"))
+        .send()
+        .await
+        .map_err(|e| BenchError::Server(format!("/connect: {e}")))?;
+    let body = res
+        .body()
+        .await
+        .map_err(|e| BenchError::Server(format!("/connect body: {e}")))?;
+    if !res.status().is_success() {
+        return Err(BenchError::Server(format!(
+            "/connect answered {}",
+            res.status()
+        )));
+    }
+    Ok(String::from_utf8_lossy(&body).trim().to_string())
+}
+
+/// Opens one session and starts its reader; deliveries go to `tally`.
+pub async fn open(
+    client: &awc::Client,
+    main: &str,
+    legacy: bool,
+    tally: Rc<RefCell<Tally>>,
+) -> Result<Session, BenchError> {
+    let url = connect_url(client, main).await?;
+    let sid = format!("{:016x}", rand::random::<u64>());
+    let ws_url = format!("{}/000/{sid}/websocket", url.replacen("http", "ws", 1));
+    let (_res, conn) = client
+        .ws(ws_url)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .map_err(|e| BenchError::Server(format!("websocket: {e}")))?;
+    let mut conn = conn;
+    // The open frame, then the handshake.
+    expect_text(&mut conn, |t| t == "o").await?;
+    let hello = if legacy {
+        serde_json::to_string(&[format!("bench{sid}")])
+    } else {
+        serde_json::to_string(&["{\"hello\":1}"])
+    }
+    .unwrap_or_default();
+    conn.send(Message::Text(hello.into()))
+        .await
+        .map_err(|e| BenchError::Server(format!("send hello: {e}")))?;
+    let mut id = String::new();
+    let welcome = expect_text(&mut conn, |t| t.starts_with("a[")).await?;
+    for message in frame_messages(&welcome) {
+        if legacy {
+            if let Some(rest) = message.strip_prefix("ok:") {
+                id = rest.to_string();
+            }
+        } else if let Ok(v) = serde_json::from_str::<Value>(&message) {
+            if v["topic"] == "rohrpost.welcome" {
+                id = v["data"]["session"].as_str().unwrap_or("").to_string();
+            }
+        }
+    }
+    if id.is_empty() {
+        return Err(BenchError::Server(format!("no welcome: {welcome}")));
+    }
+    let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    actix_rt::spawn(async move {
+        loop {
+            tokio::select! {
+                frame = conn.next() => {
+                    let text = match frame {
+                        Some(Ok(Frame::Text(bytes))) => bytes,
+                        Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => break,
+                        Some(Ok(_)) => continue,
+                    };
+                    let text = String::from_utf8_lossy(&text);
+                    if !text.starts_with("a[") {
+                        continue;
+                    }
+                    let mut tally = tally.borrow_mut();
+                    for message in frame_messages(&text) {
+                        if let Some(sent) = timestamp(&message) {
+                            tally.record(sent);
+                        }
+                    }
+                }
+                out = outgoing.recv() => {
+                    let Some(out) = out else { break };
+                    let closing = matches!(out, Message::Close(_));
+                    if conn.send(out).await.is_err() || closing {
+                        break;
+                    }
+                }
+            }
+        }
+        tally.borrow_mut().dropped_sessions += 1;
+    });
+    Ok(Session { outbox })
+}
+
+impl Session {
+    /// Queues one envelope; false when the connection is gone.
+    pub fn publish(&self, topic: &str, data: &Value) -> bool {
+        let envelope = serde_json::json!({"topic": topic, "data": data}).to_string();
+        let frame = serde_json::to_string(&[envelope]).unwrap_or_default();
+        self.outbox.send(Message::Text(frame.into())).is_ok()
+    }
+
+    /// Closes the websocket.
+    pub fn close(&self) {
+        let _ = self.outbox.send(Message::Close(None));
+    }
+}
+
+async fn expect_text<S>(stream: &mut S, want: impl Fn(&str) -> bool) -> Result<String, BenchError>
+where
+    S: futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>> + Unpin,
+{
+    loop {
+        let next = actix_rt::time::timeout(Duration::from_secs(10), stream.next())
+            .await
+            .map_err(|_| BenchError::Server("no answer within 10 s".into()))?;
+        match next {
+            Some(Ok(Frame::Text(b))) => {
+                let text = String::from_utf8_lossy(&b).into_owned();
+                if want(&text) {
+                    return Ok(text);
+                }
+            }
+            Some(Ok(_)) => {}
+            Some(Err(e)) => return Err(BenchError::Server(e.to_string())),
+            None => return Err(BenchError::Server("connection closed".into())),
+        }
+    }
+}
+
+/// The messages of an `a[...]` frame.
+fn frame_messages(frame: &str) -> Vec<String> {
+    serde_json::from_str(frame.get(1..).unwrap_or("[]")).unwrap_or_default()
+}
+
+/// The send timestamp of a benchmark message: `{"topic", "data": {"t": µs, ...}}`.
+fn timestamp(message: &str) -> Option<u64> {
+    let v: Value = serde_json::from_str(message).ok()?;
+    v["data"]["t"].as_u64()
+}

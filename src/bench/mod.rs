@@ -1,0 +1,93 @@
+//! `rohrpost bench`: a load generator that speaks the real protocol, in the spirit of
+//! `redis-benchmark`.
+//!
+//! Sessions are opened the way browsers open them (`GET /connect` on the main port, the framed
+//! SockJS websocket, the hello handshake; `--legacy` for the 0.x handshake). Scenarios:
+//! - `idle`: hold N sessions; report the server's RSS (supervisor and workers) before and after.
+//! - `fanout`: N sessions on one topic; publish M timestamped messages (server API, or Redis
+//!   PUBLISH with `--redis`); deliveries/s, delivered ratio, latency percentiles.
+//! - `inbound`: every session publishes K messages; a Redis subscriber (`--redis`) counts them.
+//! - `http`: K round trips per session through an HTTP topic to a minimal backend the bench
+//!   serves on `--backend` (the server's `[[http_topics]]` rule must point there).
+//!
+//! Every run is bounded by `--timeout`; only loopback addresses should be given. The open-file
+//! limit is the shell's (`ulimit -n`), and client sockets use the kernel's source address.
+
+mod client;
+mod scenarios;
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+pub use scenarios::run;
+
+/// Why a benchmark could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error("server: {0}")]
+    Server(String),
+    #[error("{0}")]
+    Usage(String),
+}
+
+/// Which scenario to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Scenario {
+    Idle,
+    Fanout,
+    Inbound,
+    Http,
+}
+
+/// The options of `rohrpost bench`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct BenchArgs {
+    /// The scenario.
+    #[arg(value_enum)]
+    pub scenario: Scenario,
+    /// The main port's base URL.
+    #[arg(long, default_value = "http://127.0.0.1:3000")]
+    pub url: String,
+    /// Sessions to open.
+    #[arg(short = 'n', long, default_value_t = 100)]
+    pub sessions: usize,
+    /// Messages to publish (fanout).
+    #[arg(short = 'm', long, default_value_t = 100)]
+    pub messages: usize,
+    /// Messages per session (inbound, http).
+    #[arg(short = 'k', long, default_value_t = 10)]
+    pub per_session: usize,
+    /// Publish rate in messages per second (fanout; default: as fast as possible).
+    #[arg(long)]
+    pub rate: Option<f64>,
+    /// The topic (must be on the sessions' default whitelist).
+    #[arg(long, default_value = "anonym.bench")]
+    pub topic: String,
+    /// Server API key, for publishing through `/api/publish` (fanout without `--redis`).
+    #[arg(long, env = "ROHRPOST__API__KEY")]
+    pub api_key: Option<String>,
+    /// Redis URL: publish (fanout) and count (inbound) through Redis.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Address the minimal HTTP backend listens on (http).
+    #[arg(long, default_value = "127.0.0.1:3199")]
+    pub backend: String,
+    /// How long `idle` holds the sessions.
+    #[arg(long, default_value = "5s", value_parser = humantime::parse_duration)]
+    pub hold: Duration,
+    /// Sessions opened at once.
+    #[arg(long, default_value_t = 100)]
+    pub concurrency: usize,
+    /// Upper bound of the whole run.
+    #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
+    pub timeout: Duration,
+    /// Use the Rohrpost 0.x handshake (needs `compat.legacy_handshake` on the server).
+    #[arg(long)]
+    pub legacy: bool,
+}
+
+/// Microseconds since the Unix epoch (sender and receivers share the machine's clock).
+pub fn now_us() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}

@@ -1,0 +1,146 @@
+//! The main port as the tests read it: `/health` and `/connect` typed, and any answer as it
+//! is (status, headers, body) where the headers matter.
+
+use awc::http::header::HeaderMap;
+use serde::Deserialize;
+
+use crate::client::http;
+use crate::common::WAIT;
+use crate::process::Supervisor;
+
+/// A worker slot's state, as `/health` reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum State {
+    Starting,
+    Ready,
+    Draining,
+    Down,
+    Failed,
+}
+
+/// One worker slot in `/health`.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Worker {
+    pub index: usize,
+    pub port: u16,
+    pub state: State,
+    pub sessions: usize,
+    pub pid: Option<u32>,
+    pub generation: u64,
+}
+
+/// The supervisor's own counters in `/health`.
+#[derive(Debug, Clone, Copy, Deserialize)]
+pub struct Counters {
+    pub restarts: u64,
+    pub crashes: u64,
+    pub drains: u64,
+    pub rolls: u64,
+}
+
+/// `GET /health`, typed.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Health {
+    pub workers: Vec<Worker>,
+    pub counters: Counters,
+    pub rolling: bool,
+}
+
+impl Health {
+    pub fn ready(&self) -> usize {
+        self.workers
+            .iter()
+            .filter(|w| w.state == State::Ready)
+            .count()
+    }
+
+    /// Every worker ready and of generation `generation`.
+    pub fn all_ready_in(&self, generation: u64) -> bool {
+        self.workers
+            .iter()
+            .all(|w| w.state == State::Ready && w.generation == generation)
+    }
+
+    pub fn pids(&self) -> Vec<u32> {
+        self.workers.iter().filter_map(|w| w.pid).collect()
+    }
+}
+
+/// What `GET /connect` with `Accept: application/json` answers.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Handout {
+    pub url: String,
+    pub worker: Option<usize>,
+    pub sessions: usize,
+}
+
+impl Handout {
+    /// The raw-websocket URL of the handed-out worker.
+    pub fn ws_url(&self) -> String {
+        format!("{}/websocket", self.url.replacen("http://", "ws://", 1))
+    }
+}
+
+/// `GET /connect` on `main_port` as JSON: the handout, or the HTTP status when there is none.
+pub async fn handout(main_port: u16) -> Result<Handout, String> {
+    let url = format!("http://127.0.0.1:{main_port}/connect");
+    let sent = http()
+        .get(&url)
+        .insert_header(("Accept", "application/json"))
+        .send();
+    let mut res = actix_rt::time::timeout(WAIT, sent)
+        .await
+        .map_err(|_| format!("GET {url}: no answer within {WAIT:?}"))?
+        .map_err(|e| format!("GET {url}: {e}"))?;
+    if res.status() != 200 {
+        return Err(format!("GET {url}: status {}", res.status()));
+    }
+    actix_rt::time::timeout(WAIT, res.json::<Handout>())
+        .await
+        .map_err(|_| format!("GET {url}: no body within {WAIT:?}"))?
+        .map_err(|e| format!("GET {url}: {e}"))
+}
+
+/// The raw-websocket URL of the worker on `port`.
+pub fn worker_ws_url(port: u16) -> String {
+    format!("ws://127.0.0.1:{port}/rohrpost/websocket")
+}
+
+/// `POST /api/restart` with an optional `Authorization` header; the status.
+pub async fn api_restart(sup: &Supervisor, authorization: Option<&str>) -> u16 {
+    let mut request = http().post(sup.url("/api/restart"));
+    if let Some(value) = authorization {
+        request = request.insert_header(("Authorization", value));
+    }
+    let res = actix_rt::time::timeout(WAIT, request.send())
+        .await
+        .expect("/api/restart answers in time")
+        .expect("/api/restart answers");
+    res.status().as_u16()
+}
+
+/// `GET url`, optionally with an `Accept` header: status, headers and body.
+pub async fn get(url: &str, accept: Option<&str>) -> (u16, HeaderMap, String) {
+    let mut request = http().get(url);
+    if let Some(accept) = accept {
+        request = request.insert_header(("Accept", accept));
+    }
+    let mut res = actix_rt::time::timeout(WAIT, request.send())
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: no answer within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let body = actix_rt::time::timeout(WAIT, res.body())
+        .await
+        .unwrap_or_else(|_| panic!("GET {url}: no body within {WAIT:?}"))
+        .unwrap_or_else(|e| panic!("GET {url}: {e}"));
+    let body = String::from_utf8(body.to_vec()).expect("a text body");
+    (res.status().as_u16(), res.headers().clone(), body)
+}
+
+/// The `Access-Control-Allow-Origin` header.
+pub fn cors(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get("access-control-allow-origin")
+        .and_then(|v| v.to_str().ok())
+}
