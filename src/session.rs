@@ -412,50 +412,55 @@ impl RohrpostSession {
         });
     }
 
+    /// Sends a client message to its HTTP rule. Like [`Self::publish`], the request runs on its
+    /// own task so that a session ending right after does not cancel it; the answer comes back
+    /// as [`HttpAnswer`].
     fn call_http(&self, rule: usize, topic: Topic, payload: Bytes, s: &mut Ctx<'_>) {
         let call = self.services.http.send(HttpCall {
             rule,
             topic: topic.clone(),
             payload,
         });
-        s.context()
-            .spawn(actix::fut::wrap_future::<_, Session<Self>>(call).map(
-                move |result, act, ctx| {
-                    act.with_handler(ctx, |h, s| {
-                        let error = match result {
-                            Ok(Ok(answer)) => {
-                                metrics::client_message_out(Path::Http);
-                                let Some(map) = answer else { return };
-                                metrics::backend_message_in(Path::Http);
-                                match BackendMessage::from_value(Value::Object(map)) {
-                                    Ok(message) => {
-                                        let channel: Arc<str> = Arc::from(topic.as_str());
-                                        h.apply(&Deliver::new(channel, message), true, s);
-                                        return;
-                                    }
-                                    Err(e) => ClientError::new(
-                                        ErrorCode::BackendError,
-                                        format!("backend answer unusable: {e}"),
-                                    ),
-                                }
-                            }
-                            Ok(Err(e)) => {
-                                let code = match e.code() {
-                                    "backend_timeout" => ErrorCode::BackendTimeout,
-                                    "backend_error" => ErrorCode::BackendError,
-                                    _ => ErrorCode::BackendUnavailable,
-                                };
-                                ClientError::new(code, e.to_string())
-                            }
-                            Err(e) => {
-                                ClientError::new(ErrorCode::BackendUnavailable, e.to_string())
-                            }
-                        };
-                        metrics::backend_error();
-                        h.error(error.about(topic.as_str()), s);
-                    })
-                },
-            ));
+        let session = s.context().address();
+        let started = std::time::Instant::now();
+        actix_rt::spawn(async move {
+            let result = call.await;
+            metrics::http_latency(started.elapsed());
+            session.do_send(HttpAnswer { topic, result });
+        });
+    }
+
+    fn http_answer(&mut self, answer: HttpAnswer, s: &mut Ctx<'_>) {
+        let topic = answer.topic;
+        let error = match answer.result {
+            Ok(Ok(answer)) => {
+                metrics::client_message_out(Path::Http);
+                let Some(map) = answer else { return };
+                metrics::backend_message_in(Path::Http);
+                match BackendMessage::from_value(Value::Object(map)) {
+                    Ok(message) => {
+                        let channel: Arc<str> = Arc::from(topic.as_str());
+                        self.apply(&Deliver::new(channel, message), true, s);
+                        return;
+                    }
+                    Err(e) => ClientError::new(
+                        ErrorCode::BackendError,
+                        format!("backend answer unusable: {e}"),
+                    ),
+                }
+            }
+            Ok(Err(e)) => {
+                let code = match e.code() {
+                    "backend_timeout" => ErrorCode::BackendTimeout,
+                    "backend_error" => ErrorCode::BackendError,
+                    _ => ErrorCode::BackendUnavailable,
+                };
+                ClientError::new(code, e.to_string())
+            }
+            Err(e) => ClientError::new(ErrorCode::BackendUnavailable, e.to_string()),
+        };
+        metrics::backend_error();
+        self.error(error.about(topic.as_str()), s);
     }
 
     /// Applies a backend message: whitelist changes, session data, then data for the client.
@@ -557,6 +562,25 @@ impl SessionHandler for RohrpostSession {
                 .do_send(self.store_message(&session));
             info!("session closed session={} cause={cause:?}", session.id);
         }
+    }
+}
+
+/// The outcome of an HTTP rule's request, for the session that sent the message.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct HttpAnswer {
+    topic: Topic,
+    result: Result<HttpResult, actix::MailboxError>,
+}
+
+type HttpResult =
+    Result<Option<serde_json::Map<String, Value>>, crate::http_backend::HttpBackendError>;
+
+impl Handler<HttpAnswer> for Session<RohrpostSession> {
+    type Result = ();
+
+    fn handle(&mut self, msg: HttpAnswer, ctx: &mut Context<Self>) {
+        self.with_handler(ctx, |h, s| h.http_answer(msg, s));
     }
 }
 

@@ -17,6 +17,7 @@ use tokio::sync::mpsc;
 use crate::broker::{Announce, Cluster, Withdraw};
 use crate::cluster::{self, WorkerEntry};
 use crate::control::{encode, Command, WorkerEvent};
+use crate::http_backend::{HttpBackend, InFlight};
 use crate::metrics;
 use crate::sockjs::Endpoint;
 
@@ -24,6 +25,8 @@ use crate::sockjs::Endpoint;
 pub const SERVICE_RESTART: (u16, &str) = (1012, "Service Restart");
 /// Interval of status reports.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
+/// Pause before a drained worker exits, for the broker connection to send what it was given.
+const BROKER_FLUSH: Duration = Duration::from_millis(200);
 /// Interval of session counts while draining.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
@@ -31,6 +34,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 /// entry in the cluster directory under its URL.
 pub fn start(
     endpoint: Endpoint,
+    http: actix::Addr<HttpBackend>,
     server: ServerHandle,
     port: u16,
     drain_timeout: Duration,
@@ -105,12 +109,17 @@ pub fn start(
                     let endpoint = endpoint.clone();
                     let server = server.clone();
                     let announce = announce.clone();
+                    let http = http.clone();
                     actix_rt::spawn(async move {
                         let deadline = tokio::time::Instant::now() + drain_timeout;
                         loop {
                             let left = endpoint.session_count().await;
-                            if left == 0 || tokio::time::Instant::now() >= deadline {
-                                info!("worker drained sessions_left={left}");
+                            // Requests the last sessions started still finish before the exit.
+                            let open = http.send(InFlight).await.unwrap_or(0);
+                            if (left == 0 && open == 0) || tokio::time::Instant::now() >= deadline {
+                                // Let the broker write out the last publishes.
+                                tokio::time::sleep(BROKER_FLUSH).await;
+                                info!("worker drained sessions_left={left} http_in_flight={open}");
                                 if let Some((cluster, url)) = &announce {
                                     let withdraw = Withdraw { urls: vec![url.clone()] };
                                     let _ = cluster.withdraw.send(withdraw).await;

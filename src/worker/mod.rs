@@ -50,11 +50,13 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     let router = ctx.run(Router::new(broker.clone()));
     wait_connected(&broker).await;
     let tokens = TokenKey::new(&shared_secret(config, &broker).await);
-    let http = HttpBackend::new(
-        Arc::new(config.http_topics.clone()),
-        config.http.max_in_flight,
-    )
-    .start();
+    let rules = Arc::new(config.http_topics.clone());
+    let max_in_flight = config.http.max_in_flight;
+    let http = HttpBackend::create(move |ctx| {
+        // Every session may have a request queued: never park one in a full mailbox.
+        ctx.set_mailbox_capacity(1 << 16);
+        HttpBackend::new(rules, max_in_flight)
+    });
     Ok(Arc::new(Services {
         router,
         broker,
@@ -111,6 +113,7 @@ async fn shared_secret(config: &Config, broker: &Broker) -> String {
 /// `supervised`, the control channel runs on stdin/stdout.
 pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<()> {
     let services = start_services(&config).await?;
+    let http = services.http.clone();
     let announce = services
         .cluster
         .clone()
@@ -142,6 +145,7 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
     if supervised {
         control::start(
             endpoint,
+            http,
             server.handle(),
             port,
             config.workers.drain_timeout,
