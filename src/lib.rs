@@ -22,6 +22,7 @@ pub mod echo;
 pub mod http_backend;
 pub mod main_port;
 pub mod metrics;
+pub mod open_files;
 pub mod protocol;
 pub mod resume;
 pub mod router;

@@ -137,6 +137,7 @@ fn main() -> ExitCode {
                     }
                 },
             };
+            rohrpost::open_files::raise_to_hard();
             run_system(rohrpost::worker::run(config, port, supervised))
         }
         Command::SockjsTestServer {
@@ -201,6 +202,9 @@ fn run_system(fut: impl std::future::Future<Output = anyhow::Result<()>>) -> Exi
 /// Runs the supervisor: its future sets everything up, then the system runs until an actor stops
 /// it with an exit code.
 fn run_supervisor(config: Config) -> ExitCode {
+    // Every session is a socket; workers inherit the raised limit.
+    let files = rohrpost::open_files::raise_to_hard();
+    log::info!("open-file limit {files} (sessions per worker are bounded by it)");
     let system = actix_rt::System::new();
     if let Err(e) = system.block_on(rohrpost::supervisor::run(config)) {
         eprintln!("error: {e:#}");

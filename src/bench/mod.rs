@@ -6,15 +6,21 @@
 //! - `idle`: hold N sessions; report the server's RSS (supervisor and workers) before and after.
 //! - `fanout`: N sessions on one topic; publish M timestamped messages (server API, or Redis
 //!   PUBLISH with `--redis`); deliveries/s, delivered ratio, latency percentiles.
-//! - `inbound`: every session publishes K messages; a Redis subscriber (`--redis`) counts them.
+//! - `inbound`: every session publishes K messages; a subscriber on Redis (`--redis`) or on the
+//!   embedded broker (`--local-broker`) counts them.
 //! - `http`: K round trips per session through an HTTP topic to a minimal backend the bench
 //!   serves on `--backend` (the server's `[[http_topics]]` rule must point there).
 //!
-//! Every run is bounded by `--timeout`; only loopback addresses should be given. The open-file
-//! limit is the shell's (`ulimit -n`), and client sockets use the kernel's source address.
+//! Every run is bounded by `--timeout` and by its counts. The bench raises its own open-file
+//! limit to fit the sessions, and with `--src-ips 127.0.0.2-127.0.0.30` binds client sockets
+//! round-robin to those loopback addresses, so that more than one address's ~28k ephemeral
+//! ports' worth of sessions can be opened. Every report names the server's CPU use (supervisor
+//! and workers, from `/proc`) over the measured phase and its resident memory at the end.
 
+mod addresses;
 mod client;
 mod scenarios;
+mod system;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -68,6 +74,13 @@ pub struct BenchArgs {
     /// Redis URL: publish (fanout) and count (inbound) through Redis.
     #[arg(long)]
     pub redis: Option<String>,
+    /// The embedded broker's socket (`broker.socket`): count inbound arrivals there.
+    #[arg(long)]
+    pub local_broker: Option<std::path::PathBuf>,
+    /// Loopback source addresses for client sockets, used round-robin: a range
+    /// `127.0.0.2-127.0.0.30` and/or a comma-separated list.
+    #[arg(long)]
+    pub src_ips: Option<String>,
     /// Address the minimal HTTP backend listens on (http).
     #[arg(long, default_value = "127.0.0.1:3199")]
     pub backend: String,

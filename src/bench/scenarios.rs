@@ -1,48 +1,100 @@
 //! The benchmark scenarios and their report (one JSON line, then a readable table).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use actix::{Actor, Context, Handler};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
 use super::client::{self, Session, Tally};
-use super::{now_us, BenchArgs, BenchError, Scenario};
+use super::system::{self, CpuMeter};
+use super::{addresses, now_us, BenchArgs, BenchError, Scenario};
+use crate::broker::local::LocalBroker;
+use crate::broker::{BrokerMessage, Subscribe};
+use crate::topics::Pattern;
+
+/// Descriptors the bench keeps besides one per session (pooled HTTP connections, the broker).
+const SPARE_FILES: u64 = 4096;
 
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.timeout;
-    let http = awc::Client::builder()
-        .connector(awc::Connector::new().limit(0))
-        .timeout(Duration::from_secs(10))
-        .finish();
+    let wanted_files = args.sessions as u64 + SPARE_FILES;
+    let files = crate::open_files::raise_to(wanted_files);
+    if files < wanted_files {
+        anyhow::bail!(
+            "{} sessions need {wanted_files} open files, the limit is {files} and cannot be \
+             raised here (raise the hard limit: `ulimit -Hn`, or run as root)",
+            args.sessions
+        );
+    }
+    let clients = Clients::new(&args)?;
+    let server = system::server_pids(clients.first(), &args.url).await?;
     let report = match args.scenario {
-        Scenario::Idle => idle(&args, &http).await?,
-        Scenario::Fanout => fanout(&args, &http, deadline).await?,
-        Scenario::Inbound => inbound(&args, &http, deadline).await?,
-        Scenario::Http => round_trips(&args, &http, deadline).await?,
+        Scenario::Idle => idle(&args, &clients, &server).await?,
+        Scenario::Fanout => fanout(&args, &clients, &server, deadline).await?,
+        Scenario::Inbound => inbound(&args, &clients, &server, deadline).await?,
+        Scenario::Http => round_trips(&args, &clients, &server, deadline).await?,
     };
     println!("{report}");
     print_table(&report);
     Ok(())
 }
 
+/// HTTP clients, one per source address (`--src-ips`), or one using the kernel's choice.
+struct Clients(Vec<awc::Client>);
+
+impl Clients {
+    fn new(args: &BenchArgs) -> Result<Clients, BenchError> {
+        let build = |ip: Option<std::net::IpAddr>| {
+            let mut connector = awc::Connector::new().limit(0);
+            if let Some(ip) = ip {
+                connector = connector.local_address(ip);
+            }
+            awc::Client::builder()
+                .connector(connector)
+                .timeout(Duration::from_secs(10))
+                .finish()
+        };
+        Ok(Clients(match &args.src_ips {
+            Some(spec) => addresses::parse_src_ips(spec)?
+                .into_iter()
+                .map(|ip| build(Some(ip)))
+                .collect(),
+            None => vec![build(None)],
+        }))
+    }
+
+    fn first(&self) -> &awc::Client {
+        &self.0[0]
+    }
+
+    /// The client of the `i`th session (round-robin over the source addresses).
+    fn nth(&self, i: usize) -> &awc::Client {
+        &self.0[i % self.0.len()]
+    }
+}
+
 /// Opens `n` sessions, `concurrency` at a time.
 async fn open_sessions(
     args: &BenchArgs,
-    http: &awc::Client,
+    clients: &Clients,
     tally: &Rc<RefCell<Tally>>,
 ) -> Result<(Vec<Session>, Duration), BenchError> {
     let started = Instant::now();
     let mut sessions = Vec::with_capacity(args.sessions);
     while sessions.len() < args.sessions {
         let batch = args.concurrency.min(args.sessions - sessions.len());
-        let opened =
-            join_all((0..batch).map(|_| client::open(http, &args.url, args.legacy, tally.clone())))
-                .await;
+        let first = sessions.len();
+        let opened = join_all(
+            (first..first + batch)
+                .map(|i| client::open(clients.nth(i), &args.url, args.legacy, tally.clone())),
+        )
+        .await;
         for session in opened {
             sessions.push(session?);
         }
@@ -50,42 +102,19 @@ async fn open_sessions(
     Ok((sessions, started.elapsed()))
 }
 
-/// Resident memory (KiB) of the supervisor and its workers, from /proc.
-async fn server_rss_kib(http: &awc::Client, main: &str) -> Result<u64, BenchError> {
-    let mut res = http
-        .get(format!("{main}/health"))
-        .send()
-        .await
-        .map_err(|e| BenchError::Server(format!("/health: {e}")))?;
-    let health: Value = res
-        .json()
-        .await
-        .map_err(|e| BenchError::Server(format!("/health: {e}")))?;
-    let mut pids: Vec<u64> = health["workers"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter_map(|w| w["pid"].as_u64())
-        .collect();
-    pids.extend(health["pid"].as_u64());
-    Ok(pids.iter().map(|pid| rss_kib(*pid)).sum())
+/// The server's figures over a measured phase: CPU use, and memory at its end.
+fn server_figures(cpu: &CpuMeter, server: &[u32]) -> Value {
+    json!({"cpu_percent": cpu.percent(), "rss_kib": system::rss_kib(server)})
 }
 
-fn rss_kib(pid: u64) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_default()
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.split_whitespace().next()?.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn idle(args: &BenchArgs, http: &awc::Client) -> Result<Value, BenchError> {
-    let before = server_rss_kib(http, &args.url).await?;
+async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Value, BenchError> {
+    let before = system::rss_kib(server);
     let tally = Tally::new();
-    let (sessions, open_time) = open_sessions(args, http, &tally).await?;
+    let cpu = CpuMeter::start(server);
+    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    let open_cpu = cpu.percent();
     actix_rt::time::sleep(args.hold).await;
-    let after = server_rss_kib(http, &args.url).await?;
+    let after = system::rss_kib(server);
     let dropped = tally.borrow().dropped_sessions;
     for s in &sessions {
         s.close();
@@ -95,10 +124,12 @@ async fn idle(args: &BenchArgs, http: &awc::Client) -> Result<Value, BenchError>
         "scenario": "idle",
         "sessions": args.sessions,
         "open_seconds": open_time.as_secs_f64(),
+        "opened_per_second": (args.sessions as f64 / open_time.as_secs_f64().max(1e-9)).round(),
         "rss_before_kib": before,
         "rss_after_kib": after,
         "kib_per_session": (per_session * 100.0).round() / 100.0,
         "sessions_lost": dropped,
+        "server": {"cpu_percent_while_opening": open_cpu, "rss_kib": after},
     }))
 }
 
@@ -160,11 +191,13 @@ impl Publisher {
 
 async fn fanout(
     args: &BenchArgs,
-    http: &awc::Client,
+    clients: &Clients,
+    server: &[u32],
     deadline: Instant,
 ) -> Result<Value, BenchError> {
+    let http = clients.first();
     let tally = Tally::new();
-    let (_sessions, open_time) = open_sessions(args, http, &tally).await?;
+    let (_sessions, open_time) = open_sessions(args, clients, &tally).await?;
     let mut publisher = Publisher::new(args).await?;
     // Warm up until every session receives: the workers' subscriptions are live.
     let want = args.sessions as u64;
@@ -179,55 +212,124 @@ async fn fanout(
     *tally.borrow_mut() = Rc::try_unwrap(Tally::new())
         .map(RefCell::into_inner)
         .unwrap_or_else(|_| unreachable!());
+    let cpu = CpuMeter::start(server);
     let started = now_us();
-    let pause = args
-        .rate
-        .map(|r| Duration::from_secs_f64(1.0 / r.max(0.001)));
+    let start = Instant::now();
     for i in 0..args.messages {
-        publisher.publish(http, args, i as i64).await;
-        if let Some(pause) = pause {
-            actix_rt::time::sleep(pause).await;
+        if let Some(rate) = args.rate {
+            // On a schedule, not a pause after each: the publish's own time does not add up.
+            let due = start + Duration::from_secs_f64(i as f64 / rate.max(0.001));
+            actix_rt::time::sleep_until(due.into()).await;
         }
+        publisher.publish(http, args, i as i64).await;
     }
     let expected = (args.messages * args.sessions) as u64;
     wait_for(&tally, expected, deadline).await;
-    Ok(delivery_report(
-        "fanout", args, &tally, expected, started, open_time,
-    ))
+    let mut report = delivery_report("fanout", args, &tally, expected, started, open_time);
+    report["publish_rate"] = json!(args.rate);
+    report["server"] = server_figures(&cpu, server);
+    Ok(report)
+}
+
+/// Counts the messages a broker subscription delivers, and when the last one came.
+struct ArrivalCounter(Rc<Arrivals>);
+
+#[derive(Default)]
+struct Arrivals {
+    count: Cell<u64>,
+    last: Cell<Option<Instant>>,
+}
+
+impl Arrivals {
+    fn arrived(&self) {
+        self.count.set(self.count.get() + 1);
+        self.last.set(Some(Instant::now()));
+    }
+
+    fn reset(&self) {
+        self.count.set(0);
+        self.last.set(None);
+    }
+}
+
+impl Actor for ArrivalCounter {
+    type Context = Context<Self>;
+}
+
+impl Handler<BrokerMessage> for ArrivalCounter {
+    type Result = ();
+
+    fn handle(&mut self, _msg: BrokerMessage, _ctx: &mut Context<Self>) {
+        self.0.arrived();
+    }
+}
+
+/// Subscribes to the bench topic on Redis or the embedded broker; arrivals are counted. The
+/// embedded broker's client actor comes back too: it lives as long as its address is held.
+async fn count_arrivals(
+    args: &BenchArgs,
+) -> Result<(Rc<Arrivals>, Option<actix::Addr<LocalBroker>>), BenchError> {
+    let arrivals = Rc::new(Arrivals::default());
+    let mut local = None;
+    if let Some(url) = &args.redis {
+        let client = redis::Client::open(url.as_str())
+            .map_err(|e| BenchError::Usage(format!("--redis: {e}")))?;
+        let mut pubsub = client
+            .get_async_pubsub()
+            .await
+            .map_err(|e| BenchError::Server(format!("redis: {e}")))?;
+        pubsub
+            .subscribe(&args.topic)
+            .await
+            .map_err(|e| BenchError::Server(format!("redis: {e}")))?;
+        let counter = arrivals.clone();
+        let mut stream = pubsub.into_on_message();
+        actix_rt::spawn(async move {
+            while stream.next().await.is_some() {
+                counter.arrived();
+            }
+        });
+    } else if let Some(path) = &args.local_broker {
+        let pattern = Pattern::parse(&args.topic, 1024)
+            .map_err(|e| BenchError::Usage(format!("--topic: {e}")))?;
+        let counter = ArrivalCounter(arrivals.clone()).start();
+        let broker = LocalBroker::start(path, counter.recipient());
+        broker.do_send(Subscribe(pattern));
+        local = Some(broker);
+    } else {
+        return Err(BenchError::Usage(
+            "inbound counts arrivals with a broker subscriber: give --redis URL (server with \
+             broker.kind = \"redis\") or --local-broker SOCKET (the server's broker.socket)"
+                .into(),
+        ));
+    }
+    Ok((arrivals, local))
 }
 
 async fn inbound(
     args: &BenchArgs,
-    http: &awc::Client,
+    clients: &Clients,
+    server: &[u32],
     deadline: Instant,
 ) -> Result<Value, BenchError> {
-    let Some(url) = &args.redis else {
-        return Err(BenchError::Usage(
-            "inbound counts arrivals with a Redis subscriber: give --redis URL (server with \
-             broker.kind = \"redis\")"
-                .into(),
-        ));
-    };
+    let (arrivals, _local_broker) = count_arrivals(args).await?;
     let tally = Tally::new();
-    let (sessions, open_time) = open_sessions(args, http, &tally).await?;
-    let client = redis::Client::open(url.as_str())
-        .map_err(|e| BenchError::Usage(format!("--redis: {e}")))?;
-    let mut pubsub = client
-        .get_async_pubsub()
-        .await
-        .map_err(|e| BenchError::Server(format!("redis: {e}")))?;
-    pubsub
-        .subscribe(&args.topic)
-        .await
-        .map_err(|e| BenchError::Server(format!("redis: {e}")))?;
-    let arrivals = Rc::new(RefCell::new(0u64));
-    let counter = arrivals.clone();
-    let mut stream = pubsub.into_on_message();
-    actix_rt::spawn(async move {
-        while stream.next().await.is_some() {
-            *counter.borrow_mut() += 1;
+    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    // Warm up: one session publishes until the subscriber sees it.
+    while arrivals.count.get() == 0 {
+        if Instant::now() > deadline {
+            return Err(BenchError::Server(
+                "the subscriber never saw a message (is the topic on the default whitelist, \
+                 and --redis / --local-broker the server's broker?)"
+                    .into(),
+            ));
         }
-    });
+        sessions[0].publish(&args.topic, &json!({"warm": true}));
+        actix_rt::time::sleep(Duration::from_millis(300)).await;
+    }
+    actix_rt::time::sleep(Duration::from_millis(300)).await;
+    arrivals.reset();
+    let cpu = CpuMeter::start(server);
     let started = Instant::now();
     for (s, session) in sessions.iter().enumerate() {
         for i in 0..args.per_session {
@@ -235,33 +337,44 @@ async fn inbound(
         }
     }
     let expected = (args.sessions * args.per_session) as u64;
-    while *arrivals.borrow() < expected && Instant::now() < deadline {
-        let before = *arrivals.borrow();
-        actix_rt::time::sleep(Duration::from_millis(500)).await;
-        if *arrivals.borrow() == before && started.elapsed() > Duration::from_secs(5) {
+    let mut last = (0, Instant::now());
+    while arrivals.count.get() < expected && Instant::now() < deadline {
+        actix_rt::time::sleep(Duration::from_millis(5)).await;
+        let now = arrivals.count.get();
+        if now != last.0 {
+            last = (now, Instant::now());
+        } else if last.1.elapsed() > Duration::from_secs(5) {
             break; // nothing more is coming
         }
     }
-    let got = *arrivals.borrow();
-    let seconds = started.elapsed().as_secs_f64();
+    let cpu_percent = cpu.percent();
+    let got = arrivals.count.get();
+    let seconds = arrivals
+        .last
+        .get()
+        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
     Ok(json!({
         "scenario": "inbound",
         "sessions": args.sessions,
         "messages": expected,
         "arrived": got,
         "loss": expected.saturating_sub(got),
-        "msgs_per_second": (got as f64 / seconds).round(),
+        "msgs_per_second": if seconds > 0.0 { (got as f64 / seconds).round() } else { 0.0 },
+        "seconds": seconds,
         "open_seconds": open_time.as_secs_f64(),
+        "sessions_lost": tally.borrow().dropped_sessions,
+        "server": {"cpu_percent": cpu_percent, "rss_kib": system::rss_kib(server)},
     }))
 }
 
 async fn round_trips(
     args: &BenchArgs,
-    http: &awc::Client,
+    clients: &Clients,
+    server: &[u32],
     deadline: Instant,
 ) -> Result<Value, BenchError> {
     // The minimal backend: answers each message with its own timestamp, to that session.
-    let server = HttpServer::new(|| {
+    let backend = HttpServer::new(|| {
         App::new().default_service(web::to(|body: web::Json<Value>| async move {
             HttpResponse::Ok().json(json!({"data": {"t": body["data"]["t"]}}))
         }))
@@ -271,13 +384,14 @@ async fn round_trips(
     .bind(&args.backend)
     .map_err(|e| BenchError::Usage(format!("--backend {}: {e}", args.backend)))?
     .run();
-    let handle = server.handle();
-    actix_rt::spawn(server);
+    let handle = backend.handle();
+    actix_rt::spawn(backend);
 
     let tally = Tally::new();
-    let (sessions, open_time) = open_sessions(args, http, &tally).await?;
+    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
     // In waves: every session sends one message and the wave waits for all answers, so that at
     // most `sessions` requests are open at once (keep it under the server's http.max_in_flight).
+    let cpu = CpuMeter::start(server);
     let started = now_us();
     for wave in 1..=args.per_session {
         for session in &sessions {
@@ -286,10 +400,10 @@ async fn round_trips(
         wait_for(&tally, (wave * args.sessions) as u64, deadline).await;
     }
     let expected = (args.sessions * args.per_session) as u64;
+    let mut report = delivery_report("http", args, &tally, expected, started, open_time);
+    report["server"] = server_figures(&cpu, server);
     handle.stop(false).await;
-    Ok(delivery_report(
-        "http", args, &tally, expected, started, open_time,
-    ))
+    Ok(report)
 }
 
 /// Waits until `expected` deliveries, the deadline, or 5 s without progress.
