@@ -19,6 +19,7 @@
 
 mod addresses;
 mod client;
+mod processes;
 mod scenarios;
 mod system;
 
@@ -93,6 +94,13 @@ pub struct BenchArgs {
     /// Upper bound of the whole run.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Split the sessions over this many bench processes (idle): one process holds no more
+    /// sockets than its open-file limit, which only a privileged user can raise.
+    #[arg(long, default_value_t = 1)]
+    pub processes: usize,
+    /// Internal: run as one of `--processes`' children.
+    #[arg(long, hide = true)]
+    pub child: bool,
     /// Use the Rohrpost 0.x handshake (needs `compat.legacy_handshake` on the server).
     #[arg(long)]
     pub legacy: bool,

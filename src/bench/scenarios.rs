@@ -12,18 +12,20 @@ use serde_json::{json, Value};
 
 use super::client::{self, Session, Tally};
 use super::system::{self, CpuMeter};
-use super::{addresses, now_us, BenchArgs, BenchError, Scenario};
+use super::{addresses, now_us, processes, BenchArgs, BenchError, Scenario};
 use crate::broker::local::LocalBroker;
 use crate::broker::{BrokerMessage, Subscribe};
 use crate::topics::Pattern;
 
 /// Descriptors the bench keeps besides one per session (pooled HTTP connections, the broker).
-const SPARE_FILES: u64 = 4096;
+const SPARE_FILES: u64 = 512;
 
 /// Runs the scenario and prints its report.
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let deadline = Instant::now() + args.timeout;
-    let wanted_files = args.sessions as u64 + SPARE_FILES;
+    // With --processes the children hold the sockets, each under its own limit.
+    let held = if args.processes > 1 { 0 } else { args.sessions };
+    let wanted_files = held as u64 + SPARE_FILES;
     let files = crate::open_files::raise_to(wanted_files);
     if files < wanted_files {
         anyhow::bail!(
@@ -33,6 +35,15 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         );
     }
     let clients = Clients::new(&args)?;
+    if args.child {
+        return Ok(child(&args, &clients, deadline).await?);
+    }
+    if args.processes == 0 {
+        anyhow::bail!("--processes must be at least 1");
+    }
+    if args.processes > 1 && args.scenario != Scenario::Idle {
+        anyhow::bail!("--processes splits only `idle`; the other scenarios run in one process");
+    }
     let server = system::server_pids(clients.first(), &args.url).await?;
     let report = match args.scenario {
         Scenario::Idle => idle(&args, &clients, &server).await?,
@@ -111,11 +122,24 @@ async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Val
     let before = system::rss_kib(server);
     let tally = Tally::new();
     let cpu = CpuMeter::start(server);
-    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    let mut children = None;
+    let mut sessions = Vec::new();
+    let open_time = if args.processes > 1 {
+        let (opened, took) = processes::Children::open(args, args.processes).await?;
+        children = Some(opened);
+        took
+    } else {
+        let (opened, took) = open_sessions(args, clients, &tally).await?;
+        sessions = opened;
+        took
+    };
     let open_cpu = cpu.percent();
     actix_rt::time::sleep(args.hold).await;
     let after = system::rss_kib(server);
-    let dropped = tally.borrow().dropped_sessions;
+    let dropped = match children {
+        Some(children) => children.release().await?,
+        None => tally.borrow().dropped_sessions,
+    };
     for s in &sessions {
         s.close();
     }
@@ -123,6 +147,7 @@ async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Val
     Ok(json!({
         "scenario": "idle",
         "sessions": args.sessions,
+        "processes": args.processes,
         "open_seconds": open_time.as_secs_f64(),
         "opened_per_second": (args.sessions as f64 / open_time.as_secs_f64().max(1e-9)).round(),
         "rss_before_kib": before,
@@ -131,6 +156,21 @@ async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Val
         "sessions_lost": dropped,
         "server": {"cpu_percent_while_opening": open_cpu, "rss_kib": after},
     }))
+}
+
+/// `--child`: open this process's share, report, hold until released, report what was lost.
+async fn child(args: &BenchArgs, clients: &Clients, deadline: Instant) -> Result<(), BenchError> {
+    let tally = Tally::new();
+    let (sessions, _) = open_sessions(args, clients, &tally).await?;
+    processes::hold_as_child(sessions.len(), deadline).await;
+    println!(
+        "{}",
+        json!({"sessions_lost": tally.borrow().dropped_sessions})
+    );
+    for s in &sessions {
+        s.close();
+    }
+    Ok(())
 }
 
 /// Publishes one timestamped message on the topic, through Redis or the server API.
