@@ -12,6 +12,11 @@
 //! publish reaches each session exactly once.
 
 use std::collections::{HashMap, HashSet};
+
+/// The router's maps are keyed by our own counters and the patterns sessions hold, so the
+/// flood-resistant default hasher buys nothing here and was the largest single cost of a
+/// fan-out (SipHash per session per message; BENCHMARKS.md).
+type FastHash = foldhash::fast::RandomState;
 use std::sync::Arc;
 
 use actix::prelude::*;
@@ -100,16 +105,16 @@ struct Member {
 /// The router actor of one worker.
 pub struct Router {
     broker: Broker,
-    members: HashMap<SessionKey, Member>,
-    index: HashMap<Pattern, HashSet<SessionKey>>,
+    members: HashMap<SessionKey, Member, FastHash>,
+    index: HashMap<Pattern, HashSet<SessionKey, FastHash>, FastHash>,
 }
 
 impl Router {
     pub fn new(broker: Broker) -> Self {
         Router {
             broker,
-            members: HashMap::new(),
-            index: HashMap::new(),
+            members: HashMap::default(),
+            index: HashMap::default(),
         }
     }
 

@@ -67,6 +67,33 @@ impl TlsFiles {
     }
 }
 
+/// A client configuration that trusts exactly the certificates in the PEM file `ca` (for a
+/// client of our own server with a development certificate: the bench, the tests).
+pub fn client_config_trusting(ca: &Path) -> Result<rustls::ClientConfig, TlsError> {
+    let cert_error = |reason: String| TlsError::Cert {
+        path: ca.to_owned(),
+        reason,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| cert_error(e.to_string()))? {
+        roots
+            .add(cert.map_err(|e| cert_error(e.to_string()))?)
+            .map_err(|e| cert_error(e.to_string()))?;
+    }
+    if roots.is_empty() {
+        return Err(cert_error("no CERTIFICATE block found".into()));
+    }
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .map_err(|e| cert_error(e.to_string()))?
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(config)
+}
+
 /// Writes a self-signed certificate for `localhost`, `127.0.0.1` and `::1` into `dir` as
 /// `cert.pem` and `key.pem` (the key readable by its owner only). Existing files are kept unless
 /// `force` is set. Returns the paths, and whether new files were written.

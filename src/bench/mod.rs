@@ -78,6 +78,9 @@ pub struct BenchArgs {
     /// The embedded broker's socket (`broker.socket`): count inbound arrivals there.
     #[arg(long)]
     pub local_broker: Option<std::path::PathBuf>,
+    /// PEM certificate(s) to trust for an `https://` server (its development certificate).
+    #[arg(long)]
+    pub ca: Option<std::path::PathBuf>,
     /// Loopback source addresses for client sockets, used round-robin: a range
     /// `127.0.0.2-127.0.0.30` and/or a comma-separated list.
     #[arg(long)]

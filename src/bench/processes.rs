@@ -40,6 +40,9 @@ fn child_args(args: &BenchArgs, share: usize) -> Vec<String> {
     if let Some(ips) = &args.src_ips {
         argv.extend(["--src-ips".to_string(), ips.clone()]);
     }
+    if let Some(ca) = &args.ca {
+        argv.extend(["--ca".to_string(), ca.display().to_string()]);
+    }
     if args.legacy {
         argv.push("--legacy".into());
     }

@@ -61,8 +61,18 @@ struct Clients(Vec<awc::Client>);
 
 impl Clients {
     fn new(args: &BenchArgs) -> Result<Clients, BenchError> {
+        let tls = match &args.ca {
+            Some(ca) => Some(std::sync::Arc::new(
+                crate::tls::client_config_trusting(ca)
+                    .map_err(|e| BenchError::Usage(format!("--ca: {e}")))?,
+            )),
+            None => None,
+        };
         let build = |ip: Option<std::net::IpAddr>| {
             let mut connector = awc::Connector::new().limit(0);
+            if let Some(tls) = &tls {
+                connector = connector.rustls_0_23(tls.clone());
+            }
             if let Some(ip) = ip {
                 connector = connector.local_address(ip);
             }

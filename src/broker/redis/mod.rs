@@ -398,23 +398,48 @@ impl RedisBroker {
         &self,
         what: &'static str,
         request: impl FnOnce(MultiplexedConnection) -> F,
-    ) -> ResponseActFuture<Self, Result<T, BrokerError>>
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<T, BrokerError>>
     where
         T: 'static,
         F: Future<Output = RedisResult<T>> + 'static,
     {
         let Link::Up(connected) = &self.link else {
             let down = format!("no connection to redis at {}, reconnecting", self.target);
-            return Box::pin(actix::fut::ready(Err(BrokerError::Unavailable(down))));
+            return Box::pin(future::ready(Err(BrokerError::Unavailable(down))));
         };
         let generation = connected.generation;
         let answer = bounded(what, request(connected.commands.clone()));
-        Box::pin(wrap_future(answer).map(move |result, act: &mut Self, ctx| {
+        // Awaited as a future of its own, not in the actor's context: actix polls every future
+        // a context holds whenever it wakes, so a burst of commands in flight there costs time
+        // quadratic in their number. A lost connection comes back as `LinkLost`.
+        let me = ctx.address();
+        Box::pin(async move {
+            let result = answer.await;
             if let Err(BrokerError::Unavailable(reason)) = &result {
-                act.lost(generation, reason, ctx);
+                me.do_send(LinkLost {
+                    generation,
+                    reason: reason.clone(),
+                });
             }
             result
-        }))
+        })
+    }
+}
+
+/// A command found connection `generation` lost (see [`RedisBroker::run`]).
+#[derive(Message)]
+#[rtype(result = "()")]
+struct LinkLost {
+    generation: u64,
+    reason: String,
+}
+
+impl Handler<LinkLost> for RedisBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: LinkLost, ctx: &mut Context<Self>) {
+        self.lost(msg.generation, &msg.reason, ctx);
     }
 }
 
@@ -564,22 +589,26 @@ impl Handler<Unsubscribe> for RedisBroker {
 }
 
 impl Handler<Publish> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
-    fn handle(&mut self, msg: Publish, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
         let mut publish = redis::cmd("PUBLISH");
         publish.arg(&*msg.channel).arg(&msg.payload[..]);
-        self.run("PUBLISH", move |mut commands| async move {
-            let _receivers: i64 = publish.query_async(&mut commands).await?;
-            Ok(())
-        })
+        self.run(
+            "PUBLISH",
+            move |mut commands| async move {
+                let _receivers: i64 = publish.query_async(&mut commands).await?;
+                Ok(())
+            },
+            ctx,
+        )
     }
 }
 
 impl Handler<StoreSession> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
-    fn handle(&mut self, msg: StoreSession, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: StoreSession, ctx: &mut Context<Self>) -> Self::Result {
         let ttl_ms = u64::try_from(msg.ttl.as_millis())
             .unwrap_or(u64::MAX)
             .max(1);
@@ -588,29 +617,35 @@ impl Handler<StoreSession> for RedisBroker {
             .arg(&msg.record[..])
             .arg("PX")
             .arg(ttl_ms);
-        self.run("SET", move |mut commands| async move {
-            set.query_async::<()>(&mut commands).await
-        })
+        self.run(
+            "SET",
+            move |mut commands| async move { set.query_async::<()>(&mut commands).await },
+            ctx,
+        )
     }
 }
 
 impl Handler<LoadSession> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<Option<Bytes>, BrokerError>>;
+    type Result = ResponseFuture<Result<Option<Bytes>, BrokerError>>;
 
-    fn handle(&mut self, msg: LoadSession, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: LoadSession, ctx: &mut Context<Self>) -> Self::Result {
         let mut get = redis::cmd("GET");
         get.arg(session_key(&msg.id));
-        self.run("GET", move |mut commands| async move {
-            let record: Option<Vec<u8>> = get.query_async(&mut commands).await?;
-            Ok(record.map(Bytes::from))
-        })
+        self.run(
+            "GET",
+            move |mut commands| async move {
+                let record: Option<Vec<u8>> = get.query_async(&mut commands).await?;
+                Ok(record.map(Bytes::from))
+            },
+            ctx,
+        )
     }
 }
 
 impl Handler<SharedSecret> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<String, BrokerError>>;
+    type Result = ResponseFuture<Result<String, BrokerError>>;
 
-    fn handle(&mut self, msg: SharedSecret, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: SharedSecret, ctx: &mut Context<Self>) -> Self::Result {
         // SET NX and GET in one transaction: whoever comes first stores, everyone reads that.
         let mut exchange = redis::pipe();
         exchange.atomic();
@@ -621,14 +656,19 @@ impl Handler<SharedSecret> for RedisBroker {
             .arg("NX")
             .ignore();
         exchange.cmd("GET").arg(SECRET_KEY);
-        let stored = self.run("SET NX/GET", move |mut commands| async move {
-            let (stored,): (Option<String>,) = exchange.query_async(&mut commands).await?;
-            Ok(stored)
-        });
-        Box::pin(stored.map(|result, _act, _ctx| {
-            result?
+        let stored = self.run(
+            "SET NX/GET",
+            move |mut commands| async move {
+                let (stored,): (Option<String>,) = exchange.query_async(&mut commands).await?;
+                Ok(stored)
+            },
+            ctx,
+        );
+        Box::pin(async move {
+            stored
+                .await?
                 .ok_or_else(|| BrokerError::Server(format!("{SECRET_KEY} vanished after SET NX")))
-        }))
+        })
     }
 }
 
@@ -636,44 +676,56 @@ impl Handler<SharedSecret> for RedisBroker {
 const DIRECTORY_KEY: &str = "rohrpost:workers";
 
 impl Handler<Announce> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
-    fn handle(&mut self, msg: Announce, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Announce, ctx: &mut Context<Self>) -> Self::Result {
         let mut hset = redis::cmd("HSET");
         hset.arg(DIRECTORY_KEY).arg(&*msg.url).arg(&msg.entry[..]);
-        self.run("HSET", move |mut commands| async move {
-            let _fields: i64 = hset.query_async(&mut commands).await?;
-            Ok(())
-        })
+        self.run(
+            "HSET",
+            move |mut commands| async move {
+                let _fields: i64 = hset.query_async(&mut commands).await?;
+                Ok(())
+            },
+            ctx,
+        )
     }
 }
 
 impl Handler<Withdraw> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
-    fn handle(&mut self, msg: Withdraw, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: Withdraw, ctx: &mut Context<Self>) -> Self::Result {
         let mut hdel = redis::cmd("HDEL");
         hdel.arg(DIRECTORY_KEY).arg(&msg.urls);
-        self.run("HDEL", move |mut commands| async move {
-            let _removed: i64 = hdel.query_async(&mut commands).await?;
-            Ok(())
-        })
+        self.run(
+            "HDEL",
+            move |mut commands| async move {
+                let _removed: i64 = hdel.query_async(&mut commands).await?;
+                Ok(())
+            },
+            ctx,
+        )
     }
 }
 
 impl Handler<Directory> for RedisBroker {
-    type Result = ResponseActFuture<Self, Result<Vec<(String, Bytes)>, BrokerError>>;
+    type Result = ResponseFuture<Result<Vec<(String, Bytes)>, BrokerError>>;
 
-    fn handle(&mut self, _msg: Directory, _ctx: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, _msg: Directory, ctx: &mut Context<Self>) -> Self::Result {
         let mut hgetall = redis::cmd("HGETALL");
         hgetall.arg(DIRECTORY_KEY);
-        self.run("HGETALL", move |mut commands| async move {
-            let pairs: Vec<(String, Vec<u8>)> = hgetall.query_async(&mut commands).await?;
-            Ok(pairs
-                .into_iter()
-                .map(|(url, entry)| (url, Bytes::from(entry)))
-                .collect())
-        })
+        self.run(
+            "HGETALL",
+            move |mut commands| async move {
+                let pairs: Vec<(String, Vec<u8>)> = hgetall.query_async(&mut commands).await?;
+                Ok(pairs
+                    .into_iter()
+                    .map(|(url, entry)| (url, Bytes::from(entry)))
+                    .collect())
+            },
+            ctx,
+        )
     }
 }
 

@@ -38,6 +38,9 @@ impl Actor for LocalBroker {
 
 impl StreamHandler<Incoming> for LocalBroker {
     fn handle(&mut self, incoming: Incoming, ctx: &mut Context<Self>) {
+        if let (Incoming::Frame(..), Link::Up(connected)) = (&incoming, &self.link) {
+            connected.progress.set(std::time::Instant::now());
+        }
         match incoming {
             Incoming::Frame(
                 Response::Message {
@@ -91,28 +94,30 @@ impl Handler<Unsubscribe> for LocalBroker {
 }
 
 impl Handler<Publish> for LocalBroker {
-    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: Publish, ctx: &mut Context<Self>) -> Self::Result {
         if let Err(e) = check_sizes(&msg.channel, &msg.payload) {
-            return Box::pin(actix::fut::ready(Err(e)));
+            return Box::pin(futures_util::future::ready(Err(e)));
         }
         let channel = msg.channel.to_string();
         let publish = move |id| Request::Publish { id, channel };
         let answer = self.run("publish", publish, msg.payload, ctx);
-        Box::pin(answer.map(|result, _act, _ctx| match result? {
-            (Response::Done { .. }, _) => Ok(()),
-            (other, _) => Err(unexpected("publish", &other)),
-        }))
+        Box::pin(async move {
+            match answer.await? {
+                (Response::Done { .. }, _) => Ok(()),
+                (other, _) => Err(unexpected("publish", &other)),
+            }
+        })
     }
 }
 
 impl Handler<StoreSession> for LocalBroker {
-    type Result = ResponseActFuture<Self, Result<(), BrokerError>>;
+    type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: StoreSession, ctx: &mut Context<Self>) -> Self::Result {
         if let Err(e) = check_sizes(&msg.id, &msg.record) {
-            return Box::pin(actix::fut::ready(Err(e)));
+            return Box::pin(futures_util::future::ready(Err(e)));
         }
         let ttl_ms = u64::try_from(msg.ttl.as_millis())
             .unwrap_or(u64::MAX)
@@ -124,39 +129,45 @@ impl Handler<StoreSession> for LocalBroker {
             ttl_ms,
         };
         let answer = self.run("store", store, msg.record, ctx);
-        Box::pin(answer.map(|result, _act, _ctx| match result? {
-            (Response::Done { .. }, _) => Ok(()),
-            (other, _) => Err(unexpected("store", &other)),
-        }))
+        Box::pin(async move {
+            match answer.await? {
+                (Response::Done { .. }, _) => Ok(()),
+                (other, _) => Err(unexpected("store", &other)),
+            }
+        })
     }
 }
 
 impl Handler<LoadSession> for LocalBroker {
-    type Result = ResponseActFuture<Self, Result<Option<Bytes>, BrokerError>>;
+    type Result = ResponseFuture<Result<Option<Bytes>, BrokerError>>;
 
     fn handle(&mut self, msg: LoadSession, ctx: &mut Context<Self>) -> Self::Result {
         let session = msg.id.to_string();
         let load = move |id| Request::Load { id, session };
         let answer = self.run("load", load, Bytes::new(), ctx);
-        Box::pin(answer.map(|result, _act, _ctx| match result? {
-            (Response::Record { found: true, .. }, record) => Ok(Some(record)),
-            (Response::Record { found: false, .. }, _) => Ok(None),
-            (other, _) => Err(unexpected("load", &other)),
-        }))
+        Box::pin(async move {
+            match answer.await? {
+                (Response::Record { found: true, .. }, record) => Ok(Some(record)),
+                (Response::Record { found: false, .. }, _) => Ok(None),
+                (other, _) => Err(unexpected("load", &other)),
+            }
+        })
     }
 }
 
 impl Handler<SharedSecret> for LocalBroker {
-    type Result = ResponseActFuture<Self, Result<String, BrokerError>>;
+    type Result = ResponseFuture<Result<String, BrokerError>>;
 
     fn handle(&mut self, msg: SharedSecret, ctx: &mut Context<Self>) -> Self::Result {
         let proposed = msg.proposed;
         let exchange = move |id| Request::Secret { id, proposed };
         let answer = self.run("secret", exchange, Bytes::new(), ctx);
-        Box::pin(answer.map(|result, _act, _ctx| match result? {
-            (Response::Secret { secret, .. }, _) => Ok(secret),
-            (other, _) => Err(unexpected("secret", &other)),
-        }))
+        Box::pin(async move {
+            match answer.await? {
+                (Response::Secret { secret, .. }, _) => Ok(secret),
+                (other, _) => Err(unexpected("secret", &other)),
+            }
+        })
     }
 }
 

@@ -1,9 +1,11 @@
 //! The [`LocalBroker`](super::LocalBroker)'s socket work outside the actor: opening a
 //! connection (with its subscriptions restored before it counts as up) and the writer task.
 
+use std::cell::Cell;
 use std::collections::HashSet;
 use std::future::Future;
 use std::path::PathBuf;
+use std::rc::Rc;
 
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -89,11 +91,17 @@ async fn bounded<T>(what: &str, step: impl Future<Output = T>) -> Result<T, Brok
 pub(super) async fn write_requests(
     mut sink: FramedWrite<OwnedWriteHalf, LengthDelimitedCodec>,
     mut queue: mpsc::Receiver<Bytes>,
+    queued_bytes: Rc<Cell<usize>>,
     stop: CancellationToken,
 ) {
+    let taken = |frame: Bytes| {
+        queued_bytes.set(queued_bytes.get().saturating_sub(frame.len()));
+        frame
+    };
     let writing = async {
         while let Some(first) = queue.recv().await {
-            let more = || queue.try_recv().ok();
+            let first = taken(first);
+            let more = || queue.try_recv().ok().map(taken);
             if let Err(e) = wire::write_batch(&mut sink, first, more).await {
                 log::debug!("local broker write failed error={e}");
                 return;

@@ -1,0 +1,217 @@
+#!/usr/bin/env bash
+# The measurement campaign behind BENCHMARKS.md: every scenario of `rohrpost bench`, several runs
+# each, against servers this script starts and stops itself (embedded broker, Redis broker, TLS),
+# on 127.0.0.0/8 only. Prints every run's JSON line into $OUT and ends with a table of medians
+# (min–max). Takes about 20 minutes on 2 cores.
+#
+#   cargo build --release
+#   test/bench/campaign.sh                 # 3 runs per figure
+#   RUNS=5 OUT=/tmp/runs.jsonl test/bench/campaign.sh
+#   BASELINE_BIN=/path/to/older/rohrpost test/bench/campaign.sh   # adds a fan-out A/B
+#
+# Needs: a Redis on 127.0.0.1:6379, python3 (for the medians), root or an open-file hard limit of
+# at least 20,000 (100,000 idle sessions are held by 6 bench processes and 6 workers).
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
+BIN="${BIN:-$ROOT/target/release/rohrpost}"
+RUNS="${RUNS:-3}"
+OUT="${OUT:-$ROOT/target/bench-campaign.jsonl}"
+IDLE_N="${IDLE_N:-100000}"
+FANOUT_N="${FANOUT_N:-10000}"
+WORK="$(mktemp -d /tmp/rohrpost-campaign.XXXXXX)"
+SRC_IPS="127.0.0.2-127.0.0.30"
+SERVER_PID=""
+
+cleanup() {
+  stop_server
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+ulimit -n "$(ulimit -Hn)"
+: > "$OUT"
+
+# config NAME MAIN_PORT WORKERS BROKER [tls]
+config() {
+  local name=$1 port=$2 workers=$3 broker=$4 tls=${5:-}
+  cat > "$WORK/$name.toml" <<TOML
+[http]
+host = "127.0.0.1"
+host_external = "127.0.0.1"
+main_port = $port
+worker_base_port = $((port + 1))
+static_dir = ""
+[workers]
+count = $workers
+[broker]
+kind = "$broker"
+socket = "$WORK/$name.sock"
+[sessions]
+default_whitelist = ["anonym.*"]
+[api]
+key = "bench-key"
+[[http_topics]]
+pattern = "anonym.http"
+url = "http://127.0.0.1:$((port + 99))/hook"
+TOML
+  if [ -n "$tls" ]; then
+    cat >> "$WORK/$name.toml" <<TOML
+[tls]
+enabled = true
+cert = "$WORK/cert.pem"
+key = "$WORK/key.pem"
+TOML
+  fi
+}
+
+# start_server NAME [BINARY]: waits until every worker is ready.
+start_server() {
+  local name=$1 bin=${2:-$BIN}
+  local url; url=$(server_url "$name")
+  "$bin" --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -sk "$url/health" 2>/dev/null | grep -q '"status":"ok"'; then
+      sleep 1
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "server $name did not become ready; its log:" >&2
+  cat "$WORK/$name.log" >&2
+  exit 1
+}
+
+stop_server() {
+  if [ -n "$SERVER_PID" ]; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+    SERVER_PID=""
+  fi
+}
+
+server_url() {
+  local scheme=http
+  grep -q '^\[tls\]' "$WORK/$1.toml" && scheme=https
+  echo "$scheme://127.0.0.1:$(sed -n 's/^main_port = //p' "$WORK/$1.toml")"
+}
+
+# bench LABEL SERVER [BINARY --] ARGS...: one run, its JSON line labelled into $OUT.
+bench() {
+  local label=$1 name=$2; shift 2
+  local bin=$BIN
+  if [ "${2:-}" = "--" ]; then bin=$1; shift 2; fi
+  local url; url=$(server_url "$name")
+  local line
+  line=$("$bin" bench "$@" --url "$url" --ca "$WORK/cert.pem" --src-ips "$SRC_IPS" \
+    --api-key bench-key --timeout 300s | sed -n 1p)
+  echo "{\"label\":\"$label\",\"run\":$line}" | tee -a "$OUT"
+  sleep 2
+}
+
+"$BIN" gen-cert --dir "$WORK" > /dev/null
+config embedded 4700 2 local
+config embedded6 5700 6 local
+config redis 4800 2 redis
+config tls 4900 2 local tls
+
+echo "# idle: $IDLE_N sessions, 6 workers, 6 bench processes, a fresh server per run"
+for _ in $(seq "$RUNS"); do
+  start_server embedded6
+  bench "idle $IDLE_N, embedded" embedded6 idle -n "$IDLE_N" --processes 6 --hold 5s
+  stop_server
+done
+
+echo "# idle: 20,000 sessions, plain and TLS, a fresh server per run"
+for _ in $(seq "$RUNS"); do
+  start_server embedded
+  bench "idle 20000, plain" embedded idle -n 20000 --processes 2 --hold 3s
+  stop_server
+  start_server tls
+  bench "idle 20000, TLS" tls idle -n 20000 --processes 2 --hold 3s
+  stop_server
+done
+
+# fanout_runs LABEL SERVER [BINARY --]: unthrottled and half-rate fan-out to $FANOUT_N sessions.
+fanout_runs() {
+  local label=$1 name=$2; shift 2
+  for _ in $(seq "$RUNS"); do
+    bench "fanout $FANOUT_N x 200, $label" "$name" "$@" fanout -n "$FANOUT_N" -m 200 "${PUBLISH[@]}"
+    bench "fanout $FANOUT_N x 100 at 25/s, $label" "$name" "$@" fanout -n "$FANOUT_N" -m 100 \
+      --rate 25 "${PUBLISH[@]}"
+  done
+}
+
+echo "# fan-out to $FANOUT_N sessions"
+PUBLISH=()
+start_server embedded
+fanout_runs "embedded" embedded
+for _ in $(seq "$RUNS"); do
+  bench "inbound 10000 x 20, embedded" embedded inbound -n 10000 -k 20 \
+    --local-broker "$WORK/embedded.sock"
+  bench "http 200 x 50, embedded" embedded http -n 200 -k 50 --topic anonym.http \
+    --backend 127.0.0.1:4799
+  bench "http 1000 x 20, embedded" embedded http -n 1000 -k 20 --topic anonym.http \
+    --backend 127.0.0.1:4799
+done
+stop_server
+
+if [ -n "${BASELINE_BIN:-}" ]; then
+  echo "# fan-out A/B: $BASELINE_BIN against $BIN, alternating servers"
+  for _ in $(seq "$RUNS"); do
+    start_server embedded "$BASELINE_BIN"
+    bench "A/B fanout at 25/s, baseline" embedded fanout -n "$FANOUT_N" -m 100 --rate 25
+    bench "A/B fanout unthrottled, baseline" embedded fanout -n "$FANOUT_N" -m 200
+    stop_server
+    start_server embedded
+    bench "A/B fanout at 25/s, this build" embedded fanout -n "$FANOUT_N" -m 100 --rate 25
+    bench "A/B fanout unthrottled, this build" embedded fanout -n "$FANOUT_N" -m 200
+    stop_server
+  done
+fi
+
+PUBLISH=(--redis redis://127.0.0.1:6379/)
+start_server redis
+fanout_runs "Redis" redis
+for _ in $(seq "$RUNS"); do
+  bench "inbound 10000 x 20, Redis" redis inbound -n 10000 -k 20 --redis redis://127.0.0.1:6379/
+done
+stop_server
+
+PUBLISH=()
+start_server tls
+fanout_runs "embedded, TLS" tls
+stop_server
+
+echo "# medians over $RUNS runs (min–max)"
+python3 - "$OUT" <<'PY'
+import json, statistics, sys
+from collections import OrderedDict
+runs = OrderedDict()
+for line in open(sys.argv[1]):
+    rec = json.loads(line)
+    runs.setdefault(rec["label"], []).append(rec["run"])
+def flat(d, prefix=""):
+    for k, v in d.items():
+        if isinstance(v, dict):
+            yield from flat(v, prefix + k + ".")
+        elif isinstance(v, (int, float)) and not isinstance(v, bool):
+            yield prefix + k, v
+KEYS = ["kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "latency_ms.p50",
+        "latency_ms.p99", "latency_ms.p99_9", "latency_ms.max", "msgs_per_second", "loss",
+        "server.cpu_percent", "server.cpu_percent_while_opening", "server.rss_kib",
+        "opened_per_second"]
+for label, rs in runs.items():
+    values = {}
+    for r in rs:
+        for k, v in flat(r):
+            values.setdefault(k, []).append(v)
+    cells = []
+    for k in KEYS:
+        if k in values:
+            v = values[k]
+            fmt = (lambda x: f"{x:,.0f}") if max(abs(x) for x in v) >= 100 else (lambda x: f"{x:.2f}")
+            cells.append(f"{k} {fmt(statistics.median(v))} ({fmt(min(v))}–{fmt(max(v))})")
+    print(f"| {label} | {len(rs)} | " + "; ".join(cells) + " |")
+PY
