@@ -24,6 +24,7 @@ pub mod main_port;
 pub mod metrics;
 pub mod open_files;
 pub mod protocol;
+pub mod rate_limit;
 pub mod resume;
 pub mod router;
 pub mod session;

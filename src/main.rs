@@ -79,7 +79,7 @@ enum Command {
         key: String,
     },
     /// Load generator speaking the real protocol: idle, fanout, inbound, http.
-    Bench(rohrpost::bench::BenchArgs),
+    Bench(Box<rohrpost::bench::BenchArgs>),
     /// Write a self-signed development certificate (localhost, 127.0.0.1, ::1).
     GenCert {
         /// Directory for cert.pem and key.pem.
@@ -161,7 +161,7 @@ fn main() -> ExitCode {
         Command::DemoBackend { listen, api, key } => {
             run_system(rohrpost::demo_backend::run(listen, api, key))
         }
-        Command::Bench(args) => run_system(rohrpost::bench::run(args)),
+        Command::Bench(args) => run_system(rohrpost::bench::run(*args)),
         Command::GenCert { dir, force } => match tls::generate_dev_cert(&dir, force) {
             Ok((files, true)) => {
                 println!("wrote {} and {}", files.cert.display(), files.key.display());

@@ -39,6 +39,26 @@ impl DropReason {
     }
 }
 
+/// Why the server closed a session on its own (not a restart, not the client).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForcedClose {
+    /// The client kept sending into an empty token bucket (close 1008).
+    RateLimit,
+    /// The client did not read and its outbound queue overflowed (close 1013).
+    SlowConsumer,
+}
+
+impl ForcedClose {
+    pub const ALL: [ForcedClose; 2] = [ForcedClose::RateLimit, ForcedClose::SlowConsumer];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ForcedClose::RateLimit => "rate_limit",
+            ForcedClose::SlowConsumer => "slow_consumer",
+        }
+    }
+}
+
 /// Where a client message went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Path {
@@ -59,6 +79,7 @@ struct Counters {
     delivered: AtomicU64,
     backend_errors: AtomicU64,
     drops: [AtomicU64; 5],
+    forced_closes: [AtomicU64; 2],
     /// Cumulative-free bucket counts (`+Inf` last), the sum in microseconds, and the count.
     http_latency: [AtomicU64; 13],
     http_latency_sum_us: AtomicU64,
@@ -73,6 +94,7 @@ static COUNTERS: Counters = Counters {
     delivered: AtomicU64::new(0),
     backend_errors: AtomicU64::new(0),
     drops: [const { AtomicU64::new(0) }; 5],
+    forced_closes: [const { AtomicU64::new(0) }; 2],
     http_latency: [const { AtomicU64::new(0) }; 13],
     http_latency_sum_us: AtomicU64::new(0),
     http_latency_count: AtomicU64::new(0),
@@ -125,6 +147,11 @@ pub fn dropped(reason: DropReason) {
     COUNTERS.drops[reason as usize].fetch_add(1, Ordering::Relaxed);
 }
 
+/// A session closed by the server for `why`.
+pub fn forced_close(why: ForcedClose) {
+    COUNTERS.forced_closes[why as usize].fetch_add(1, Ordering::Relaxed);
+}
+
 /// A copy of every counter (workers report it to the supervisor, which sums them up).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
@@ -136,6 +163,9 @@ pub struct Snapshot {
     pub backend_errors: u64,
     /// Drops by reason.
     pub drops: std::collections::BTreeMap<String, u64>,
+    /// Sessions closed by the server, by reason.
+    #[serde(default)]
+    pub forced_closes: std::collections::BTreeMap<String, u64>,
     /// HTTP backend latency: per-bucket counts (not cumulative; `+Inf` last), sum in
     /// microseconds, count.
     #[serde(default)]
@@ -158,6 +188,13 @@ pub fn snapshot() -> Snapshot {
         drops: DropReason::ALL
             .iter()
             .map(|r| (r.as_str().to_string(), get(&COUNTERS.drops[*r as usize])))
+            .collect(),
+        forced_closes: ForcedClose::ALL
+            .iter()
+            .map(|r| {
+                let n = get(&COUNTERS.forced_closes[*r as usize]);
+                (r.as_str().to_string(), n)
+            })
             .collect(),
         http_latency_buckets: COUNTERS.http_latency.iter().map(get).collect(),
         http_latency_sum_us: get(&COUNTERS.http_latency_sum_us),

@@ -27,6 +27,7 @@ use crate::protocol::{
     envelope, parse_envelope, parse_hello, BackendMessage, ClientError, ClientPayload, ErrorCode,
     Hello, DIRECT_PREFIX, WELCOME_TOPIC,
 };
+use crate::rate_limit::{TokenBucket, Verdict};
 use crate::resume::{new_session_id, TokenKey};
 use crate::router::{Deliver, Join, Leave, Router, SessionKey, SetPatterns};
 use crate::sockjs::{CloseCause, Session, SessionCtx, SessionHandler};
@@ -35,6 +36,8 @@ use crate::topics::{Pattern, Topic};
 /// Close code and reason for a session that never said hello.
 pub const HANDSHAKE_TIMEOUT: (u16, &str) = (4000, "Handshake timeout: send {\"hello\": 1} first");
 /// First and longest pause before storing a session record again after the broker refused it.
+/// Close code and reason for a client that keeps sending past `limits.burst` refusals.
+pub const RATE_LIMIT_ABUSE: (u16, &str) = (1008, "Rate limit exceeded: too many messages");
 const SAVE_RETRY_FIRST: Duration = Duration::from_millis(250);
 const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
 /// Client messages buffered while a resumed session's record is being loaded.
@@ -55,6 +58,8 @@ pub struct SessionSettings {
     pub default_whitelist: Vec<Pattern>,
     pub max_topic_len: usize,
     pub max_message_bytes: usize,
+    pub messages_per_second: u32,
+    pub burst: u32,
     pub handshake_timeout: Duration,
     pub ttl: Duration,
     pub legacy_handshake: bool,
@@ -68,6 +73,8 @@ impl SessionSettings {
             default_whitelist: config.sessions.default_whitelist.clone(),
             max_topic_len: config.limits.max_topic_len,
             max_message_bytes: config.limits.max_message_bytes,
+            messages_per_second: config.limits.messages_per_second,
+            burst: config.limits.burst,
             handshake_timeout: config.sessions.handshake_timeout,
             ttl: config.sessions.ttl,
             legacy_handshake: config.compat.legacy_handshake,
@@ -159,6 +166,8 @@ pub struct RohrpostSession {
     /// A pending retry of storing the record.
     save_retry: Option<SpawnHandle>,
     save_backoff: Duration,
+    /// `limits.messages_per_second` and `limits.burst` for this session's messages.
+    bucket: TokenBucket,
 }
 
 type Ctx<'a> = SessionCtx<'a, RohrpostSession>;
@@ -172,7 +181,12 @@ fn unix_now() -> u64 {
 impl RohrpostSession {
     pub fn new(services: Arc<Services>) -> Self {
         static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
+        let bucket = TokenBucket::new(
+            services.settings.messages_per_second,
+            services.settings.burst,
+        );
         RohrpostSession {
+            bucket,
             services,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
             phase: Phase::AwaitingHello,
@@ -349,6 +363,25 @@ impl RohrpostSession {
         let Phase::Established(session) = &self.phase else {
             return;
         };
+        match self.bucket.take() {
+            Verdict::Accept => {}
+            verdict => {
+                let settings = self.settings();
+                let e = ClientError::new(
+                    ErrorCode::RateLimited,
+                    format!(
+                        "more than {} messages per second (bursts of {}); message not sent",
+                        settings.messages_per_second, settings.burst
+                    ),
+                );
+                self.error(e, s);
+                if verdict == Verdict::Abuse {
+                    metrics::forced_close(metrics::ForcedClose::RateLimit);
+                    s.close(RATE_LIMIT_ABUSE.0, RATE_LIMIT_ABUSE.1);
+                }
+                return;
+            }
+        }
         let settings = self.settings();
         if message.len() > settings.max_message_bytes {
             let e = ClientError::new(

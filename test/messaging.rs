@@ -89,6 +89,8 @@ mod client_errors;
 mod handshake;
 #[path = "messaging/http_topics.rs"]
 mod http_topics;
+#[path = "messaging/limits.rs"]
+mod limits;
 #[path = "messaging/pubsub.rs"]
 mod pubsub;
 #[path = "messaging/resume.rs"]

@@ -73,11 +73,22 @@ pub async fn connect_url(client: &awc::Client, main: &str) -> Result<String, Ben
     Ok(String::from_utf8_lossy(&body).trim().to_string())
 }
 
+/// How an opened session treats what the server sends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reader {
+    /// Reads every frame and records the deliveries.
+    Reading,
+    /// Stops reading after the handshake (a slow consumer): the server's frames pile up in the
+    /// socket buffers until the server gives up on the session.
+    Stalled,
+}
+
 /// Opens one session and starts its reader; deliveries go to `tally`.
 pub async fn open(
     client: &awc::Client,
     main: &str,
     legacy: bool,
+    reader: Reader,
     tally: Rc<RefCell<Tally>>,
 ) -> Result<Session, BenchError> {
     let url = connect_url(client, main).await?;
@@ -118,6 +129,18 @@ pub async fn open(
         return Err(BenchError::Server(format!("no welcome: {welcome}")));
     }
     let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<Message>();
+    if reader == Reader::Stalled {
+        actix_rt::spawn(async move {
+            // Hold the connection, read nothing, until the session is dropped or closed.
+            let _held = conn;
+            while let Some(message) = outgoing.recv().await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        });
+        return Ok(Session { outbox });
+    }
     actix_rt::spawn(async move {
         loop {
             tokio::select! {

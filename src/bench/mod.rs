@@ -97,6 +97,14 @@ pub struct BenchArgs {
     /// Upper bound of the whole run.
     #[arg(long, default_value = "120s", value_parser = humantime::parse_duration)]
     pub timeout: Duration,
+    /// Padding added to every fan-out message, in bytes (bigger messages fill a stalled
+    /// client's socket buffers sooner).
+    #[arg(long, default_value_t = 0)]
+    pub payload: usize,
+    /// Extra sessions that stop reading after the handshake (fanout): slow consumers, which the
+    /// server must cut off (close 1013) without slowing the others.
+    #[arg(long, default_value_t = 0)]
+    pub stalled: usize,
     /// Split the sessions over this many bench processes (idle): one process holds no more
     /// sockets than its open-file limit, which only a privileged user can raise.
     #[arg(long, default_value_t = 1)]

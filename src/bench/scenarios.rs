@@ -10,7 +10,7 @@ use futures_util::future::join_all;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::client::{self, Session, Tally};
+use super::client::{self, Reader, Session, Tally};
 use super::system::{self, CpuMeter};
 use super::{addresses, now_us, processes, BenchArgs, BenchError, Scenario};
 use crate::broker::local::LocalBroker;
@@ -111,10 +111,15 @@ async fn open_sessions(
     while sessions.len() < args.sessions {
         let batch = args.concurrency.min(args.sessions - sessions.len());
         let first = sessions.len();
-        let opened = join_all(
-            (first..first + batch)
-                .map(|i| client::open(clients.nth(i), &args.url, args.legacy, tally.clone())),
-        )
+        let opened = join_all((first..first + batch).map(|i| {
+            client::open(
+                clients.nth(i),
+                &args.url,
+                args.legacy,
+                Reader::Reading,
+                tally.clone(),
+            )
+        }))
         .await;
         for session in opened {
             sessions.push(session?);
@@ -215,7 +220,10 @@ impl Publisher {
     }
 
     async fn publish(&mut self, http: &awc::Client, args: &BenchArgs, i: i64) -> bool {
-        let data = json!({"t": now_us(), "i": i});
+        let mut data = json!({"t": now_us(), "i": i});
+        if args.payload > 0 {
+            data["pad"] = json!("x".repeat(args.payload));
+        }
         match &mut self.redis {
             Some(conn) => {
                 let payload = json!({"data": data}).to_string();
@@ -248,6 +256,19 @@ async fn fanout(
     let http = clients.first();
     let tally = Tally::new();
     let (_sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    let mut stalled = Vec::with_capacity(args.stalled);
+    for i in 0..args.stalled {
+        let client = clients.nth(args.sessions + i);
+        let opened = client::open(
+            client,
+            &args.url,
+            args.legacy,
+            Reader::Stalled,
+            tally.clone(),
+        );
+        stalled.push(opened.await?);
+    }
+    let closes_before = slow_consumer_closes(http, &args.url).await;
     let mut publisher = Publisher::new(args).await?;
     // Warm up until every session receives: the workers' subscriptions are live.
     let want = args.sessions as u64;
@@ -278,7 +299,35 @@ async fn fanout(
     let mut report = delivery_report("fanout", args, &tally, expected, started, open_time);
     report["publish_rate"] = json!(args.rate);
     report["server"] = server_figures(&cpu, server);
+    if args.stalled > 0 {
+        report["stalled_sessions"] = json!(args.stalled);
+        // The server closes a stalled session once its queue is full; give it the time to.
+        let wait_until = Instant::now() + Duration::from_secs(10);
+        let mut closed = 0;
+        while Instant::now() < wait_until {
+            closed = slow_consumer_closes(http, &args.url).await - closes_before;
+            if closed >= args.stalled as u64 {
+                break;
+            }
+            actix_rt::time::sleep(Duration::from_millis(200)).await;
+        }
+        report["slow_consumer_closes"] = json!(closed);
+    }
+    drop(stalled);
     Ok(report)
+}
+
+/// The server's count of sessions closed as slow consumers (main port `/metrics`), or 0.
+async fn slow_consumer_closes(http: &awc::Client, main: &str) -> u64 {
+    let Ok(mut res) = http.get(format!("{main}/metrics")).send().await else {
+        return 0;
+    };
+    let body = res.body().limit(1 << 20).await.unwrap_or_default();
+    String::from_utf8_lossy(&body)
+        .lines()
+        .find_map(|l| l.strip_prefix("rohrpost_forced_closes_total{reason=\"slow_consumer\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or(0)
 }
 
 /// Counts the messages a broker subscription delivers, and when the last one came.

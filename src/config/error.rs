@@ -30,6 +30,11 @@ pub enum ConfigError {
         "config key `{key}`: {value:?} is not a duration (use e.g. \"25s\", \"500ms\", \"10m\")"
     )]
     Duration { key: &'static str, value: String },
+    #[error(
+        "config key `http.allowed_origins`: {value:?} is not an origin (write \
+         \"https://host\" or \"https://host:port\", as browsers send it; no path)"
+    )]
+    Origin { value: String },
     #[error("config key `{key}`: must be greater than zero")]
     Zero { key: &'static str },
     #[error("config key `{key}`: {value} is out of range ({range})")]

@@ -77,6 +77,10 @@ pub struct HttpConfig {
     pub static_dir: Option<PathBuf>,
     /// HTTP backend requests one worker has open at once.
     pub max_in_flight: usize,
+    /// Origins (`scheme://host[:port]`) whose pages may open sessions; empty: any.
+    pub allowed_origins: Vec<String>,
+    /// How long a client may take to send a request's headers (slowloris).
+    pub header_timeout: Duration,
 }
 
 /// `[workers]`: how many worker processes and threads per worker.
@@ -124,6 +128,10 @@ pub struct LimitsConfig {
     pub max_topic_len: usize,
     /// Largest client message (one SockJS message), in bytes.
     pub max_message_bytes: usize,
+    /// Client messages one session may send per second, on average (token bucket rate).
+    pub messages_per_second: u32,
+    /// Client messages one session may send at once (token bucket size).
+    pub burst: u32,
 }
 
 /// Which broker carries messages between workers, machines and backends.
@@ -208,6 +216,8 @@ impl Config {
                 worker_base_port: self.http.worker_base_port.into(),
                 connect_path: self.http.connect_path.clone(),
                 max_in_flight: self.http.max_in_flight as i64,
+                allowed_origins: self.http.allowed_origins.clone(),
+                header_timeout: format_duration(self.http.header_timeout),
                 static_dir: self
                     .http
                     .static_dir
@@ -245,6 +255,8 @@ impl Config {
                 outbound_queue: self.limits.outbound_queue as i64,
                 max_topic_len: self.limits.max_topic_len as i64,
                 max_message_bytes: self.limits.max_message_bytes as i64,
+                messages_per_second: self.limits.messages_per_second.into(),
+                burst: self.limits.burst.into(),
             },
             broker: RawBroker {
                 kind: self.broker.kind,

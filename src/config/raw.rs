@@ -46,6 +46,8 @@ pub struct RawHttp {
     pub connect_path: String,
     pub static_dir: String,
     pub max_in_flight: i64,
+    pub allowed_origins: Vec<String>,
+    pub header_timeout: String,
 }
 
 impl Default for RawHttp {
@@ -58,6 +60,8 @@ impl Default for RawHttp {
             connect_path: "/connect".into(),
             static_dir: "static".into(),
             max_in_flight: 256,
+            allowed_origins: Vec::new(),
+            header_timeout: "5s".into(),
         }
     }
 }
@@ -139,6 +143,8 @@ pub struct RawLimits {
     pub outbound_queue: i64,
     pub max_topic_len: i64,
     pub max_message_bytes: i64,
+    pub messages_per_second: i64,
+    pub burst: i64,
 }
 
 impl Default for RawLimits {
@@ -148,6 +154,8 @@ impl Default for RawLimits {
             outbound_queue: 1024,
             max_topic_len: 256,
             max_message_bytes: 64 * 1024,
+            messages_per_second: 100,
+            burst: 200,
         }
     }
 }

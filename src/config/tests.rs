@@ -82,3 +82,45 @@ fn printed_config_parses_back_to_the_same() {
     let again = raw.validate(None).unwrap();
     assert_eq!(again.to_toml(), text);
 }
+
+#[test]
+fn allowed_origins_are_normalised_and_checked() {
+    let mut raw = RawConfig::default();
+    raw.http.allowed_origins = vec![
+        " HTTPS://Chat.Example.com ".into(),
+        "http://a.test:8080".into(),
+    ];
+    let config = raw.validate(None).expect("valid origins");
+    assert_eq!(
+        config.http.allowed_origins,
+        ["https://chat.example.com", "http://a.test:8080"]
+    );
+    let mut raw = RawConfig::default();
+    raw.http.allowed_origins = vec![
+        "chat.example.com".into(),
+        "https://a.test/path".into(),
+        "https://*.example.com".into(),
+        "ftp://a.test".into(),
+    ];
+    let errors = errors_of(raw);
+    assert_eq!(errors.len(), 4, "{errors:?}");
+    assert!(errors
+        .iter()
+        .all(|e| e.to_string().contains("`http.allowed_origins`")));
+}
+
+#[test]
+fn rate_limit_and_header_timeout_are_checked() {
+    let mut raw = RawConfig::default();
+    raw.limits.messages_per_second = 0;
+    raw.limits.burst = -1;
+    raw.http.header_timeout = "0s".into();
+    let text = ConfigErrors(errors_of(raw)).to_string();
+    assert!(text.contains("`limits.messages_per_second`: 0"), "{text}");
+    assert!(text.contains("`limits.burst`: -1"), "{text}");
+    assert!(text.contains("`http.header_timeout`"), "{text}");
+    let config = RawConfig::default().validate(None).unwrap();
+    assert_eq!(config.limits.messages_per_second, 100);
+    assert_eq!(config.limits.burst, 200);
+    assert_eq!(config.http.header_timeout, Duration::from_secs(5));
+}

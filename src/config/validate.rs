@@ -131,6 +131,28 @@ impl RawConfig {
             max_frame_bytes.max(16),
             "16..=limits.max_frame_bytes",
         );
+        let messages_per_second = checked_range(
+            &mut errors,
+            "limits.messages_per_second",
+            self.limits.messages_per_second,
+            1,
+            1_000_000,
+            "1..=1000000 messages per second",
+        );
+        let burst = checked_range(
+            &mut errors,
+            "limits.burst",
+            self.limits.burst,
+            1,
+            1_000_000,
+            "1..=1000000 messages",
+        );
+        let header_timeout = duration(
+            &mut errors,
+            "http.header_timeout",
+            &self.http.header_timeout,
+        );
+        let allowed_origins = origins(&mut errors, &self.http.allowed_origins);
         let max_in_flight = checked_range(
             &mut errors,
             "http.max_in_flight",
@@ -274,6 +296,8 @@ impl RawConfig {
                 worker_base_port,
                 connect_path: self.http.connect_path,
                 max_in_flight: max_in_flight as usize,
+                allowed_origins,
+                header_timeout,
                 static_dir: (!self.http.static_dir.is_empty())
                     .then(|| PathBuf::from(self.http.static_dir)),
             },
@@ -304,6 +328,8 @@ impl RawConfig {
                 outbound_queue: outbound_queue as usize,
                 max_topic_len,
                 max_message_bytes: max_message_bytes as usize,
+                messages_per_second: messages_per_second as u32,
+                burst: burst as u32,
             },
             broker: BrokerConfig {
                 kind: self.broker.kind,
@@ -365,6 +391,28 @@ fn duration(errors: &mut Vec<ConfigError>, key: &'static str, value: &str) -> Du
             Duration::ZERO
         }
     }
+}
+
+/// `http.allowed_origins`: each `scheme://host[:port]` as browsers send it in `Origin`
+/// (lower case, no path, no trailing slash), kept normalised.
+fn origins(errors: &mut Vec<ConfigError>, values: &[String]) -> Vec<String> {
+    let mut kept = Vec::new();
+    for value in values {
+        let origin = value.trim().to_ascii_lowercase();
+        let shaped = origin.split_once("://").is_some_and(|(scheme, rest)| {
+            matches!(scheme, "http" | "https")
+                && !rest.is_empty()
+                && !rest.contains(['/', '?', '#', ' ', '*'])
+        });
+        if shaped {
+            kept.push(origin);
+        } else {
+            errors.push(ConfigError::Origin {
+                value: value.clone(),
+            });
+        }
+    }
+    kept
 }
 
 /// The embedded broker's socket when none is configured: in a directory of its own under the

@@ -101,6 +101,25 @@ pub fn render(o: &Overview) -> String {
 
     family(
         &mut out,
+        "rohrpost_forced_closes_total",
+        "counter",
+        "Sessions the server closed itself, by reason (rate_limit: 1008, slow_consumer: 1013).",
+    );
+    let mut closes: BTreeMap<&str, u64> = BTreeMap::new();
+    for w in &o.workers {
+        for (reason, n) in &w.metrics.forced_closes {
+            *closes.entry(reason).or_default() += n;
+        }
+    }
+    for (reason, total) in closes {
+        let _ = writeln!(
+            out,
+            "rohrpost_forced_closes_total{{reason=\"{reason}\"}} {total}"
+        );
+    }
+
+    family(
+        &mut out,
         "rohrpost_http_backend_latency_seconds",
         "histogram",
         "Time from a client message to its HTTP backend answer (or failure).",

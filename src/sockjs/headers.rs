@@ -48,6 +48,47 @@ pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder) {
     }
 }
 
+/// Whether the page that sent `req` may use the endpoint (`http.allowed_origins`; see
+/// [`SockjsOptions::allowed_origins`]). Requests without an `Origin` are not from a
+/// cross-origin page (browsers send it on every websocket upgrade and cross-origin request) and
+/// pass; `null` (sandboxed frames, `file://`) does not pass a list.
+pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
+    if allowed.is_empty() {
+        return true;
+    }
+    let Some(origin) = req.headers().get(header::ORIGIN) else {
+        return true;
+    };
+    let Ok(origin) = origin.to_str() else {
+        return false;
+    };
+    let origin = origin.trim().to_ascii_lowercase();
+    if allowed.contains(&origin) {
+        return true;
+    }
+    // The server's own pages (the iframe transports post from there).
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_ascii_lowercase);
+    let origin_host = origin.split_once("://").map(|(_, host)| host);
+    host.is_some() && origin_host == host.as_deref()
+}
+
+/// 403 for a page from an origin not in `http.allowed_origins`; no CORS headers, so the page
+/// cannot read even this.
+pub fn origin_refused(req: &HttpRequest) -> HttpResponse {
+    log::debug!(
+        "request refused: origin not allowed origin={:?} path={}",
+        req.headers().get(header::ORIGIN),
+        req.path()
+    );
+    HttpResponse::Forbidden()
+        .content_type(TEXT_PLAIN)
+        .body("Origin not allowed\n")
+}
+
 /// Forbids caching.
 pub fn no_cache(res: &mut HttpResponseBuilder) {
     res.insert_header((header::CACHE_CONTROL, NO_CACHE));

@@ -20,7 +20,7 @@ pub fn info(req: &HttpRequest, options: &SockjsOptions) -> HttpResponse {
     let body = serde_json::json!({
         "websocket": options.websocket,
         "cookie_needed": options.cookie_needed,
-        "origins": ["*:*"],
+        "origins": origins(options),
         "entropy": rand::random::<u32>(),
     });
     let mut res = HttpResponse::Ok();
@@ -28,6 +28,30 @@ pub fn info(req: &HttpRequest, options: &SockjsOptions) -> HttpResponse {
     headers::no_cache(&mut res);
     headers::cors(req, &mut res);
     res.body(body.to_string())
+}
+
+/// The `origins` of `/info`: SockJS's `*:*` when any page may connect, else `host:port` of
+/// each allowed origin (the default port of its scheme written out).
+fn origins(options: &SockjsOptions) -> Vec<String> {
+    if options.allowed_origins.is_empty() {
+        return vec!["*:*".into()];
+    }
+    options
+        .allowed_origins
+        .iter()
+        .map(|origin| {
+            let (scheme, host) = origin.split_once("://").unwrap_or(("http", origin));
+            let has_port = host
+                .rsplit_once(':')
+                .is_some_and(|(_, p)| p.parse::<u16>().is_ok());
+            if has_port {
+                host.to_string()
+            } else {
+                let port = if scheme == "https" { 443 } else { 80 };
+                format!("{host}:{port}")
+            }
+        })
+        .collect()
 }
 
 /// The iframe page, rendered once per endpoint, with its ETag.

@@ -26,6 +26,9 @@ pub struct SockjsOptions {
     pub max_frame_bytes: usize,
     /// Messages a session holds for a client that is not receiving before it gives up on it.
     pub outbound_queue: usize,
+    /// Origins (`scheme://host[:port]`, lower case) whose pages may use the endpoint; empty:
+    /// any. A page's own server (the `Host` it asked) is always allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl SockjsOptions {
@@ -41,6 +44,7 @@ impl SockjsOptions {
             client_url: config.sockjs_client_url(),
             max_frame_bytes: config.limits.max_frame_bytes,
             outbound_queue: config.limits.outbound_queue,
+            allowed_origins: config.http.allowed_origins.clone(),
         }
     }
 }
@@ -57,6 +61,7 @@ impl Default for SockjsOptions {
             client_url: "/js/sockjs.min.js".into(),
             max_frame_bytes: 1024 * 1024,
             outbound_queue: 1024,
+            allowed_origins: Vec::new(),
         }
     }
 }

@@ -98,7 +98,12 @@ pub async fn entry(
         .strip_prefix(endpoint.options.prefix.as_str())
         .unwrap_or("");
     let method = req.method().clone();
-    match Route::parse(rest) {
+    let route = Route::parse(rest);
+    let guarded = !matches!(route, Route::Greeting | Route::Iframe | Route::NotFound);
+    if guarded && !headers::origin_allowed(&req, &endpoint.options.allowed_origins) {
+        return headers::origin_refused(&req);
+    }
+    match route {
         Route::Greeting if method == Method::GET => info::greeting(),
         Route::Greeting => headers::method_not_allowed("GET"),
         Route::Info if method == Method::GET => info::info(&req, &endpoint.options),

@@ -372,6 +372,7 @@ impl SessionCore {
                 self.id, self.options.outbound_queue
             );
             self.queue.clear();
+            crate::metrics::forced_close(crate::metrics::ForcedClose::SlowConsumer);
             self.close(QUEUE_FULL.0, QUEUE_FULL.1, CloseCause::QueueFull, ctx);
             return;
         }

@@ -60,7 +60,9 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     })
     .workers(1)
     .disable_signals()
-    .shutdown_timeout(1);
+    .shutdown_timeout(1)
+    .client_request_timeout(config.http.header_timeout)
+    .tls_handshake_timeout(config.http.header_timeout);
     let addr = (config.http.host.as_str(), config.http.main_port);
     let server = match config.tls_files() {
         Some(files) => server.bind_rustls_0_23(addr, files.server_config()?)?,

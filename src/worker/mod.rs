@@ -126,7 +126,10 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
     let server = HttpServer::new(move || App::new().service(served.service()))
         .workers(config.workers.threads)
         .shutdown_timeout(5)
-        .h1_allow_half_closed(false);
+        .h1_allow_half_closed(false)
+        // Slowloris: headers (and a TLS handshake) must arrive within `http.header_timeout`.
+        .client_request_timeout(config.http.header_timeout)
+        .tls_handshake_timeout(config.http.header_timeout);
     let addr = (config.http.host.as_str(), port);
     let server = match config.tls_files() {
         Some(files) => server.bind_rustls_0_23(addr, files.server_config()?)?,

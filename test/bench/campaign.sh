@@ -8,6 +8,7 @@
 #   test/bench/campaign.sh                 # 3 runs per figure
 #   RUNS=5 OUT=/tmp/runs.jsonl test/bench/campaign.sh
 #   BASELINE_BIN=/path/to/older/rohrpost test/bench/campaign.sh   # adds a fan-out A/B
+#   SECTIONS="fanout slow" test/bench/campaign.sh                  # only some parts
 #
 # Needs: a Redis on 127.0.0.1:6379, python3 (for the medians), root or an open-file hard limit of
 # at least 20,000 (100,000 idle sessions are held by 6 bench processes and 6 workers).
@@ -21,6 +22,9 @@ IDLE_N="${IDLE_N:-100000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WORK="$(mktemp -d /tmp/rohrpost-campaign.XXXXXX)"
 SRC_IPS="127.0.0.2-127.0.0.30"
+# Which parts to run (all by default): idle tls-idle fanout ab redis tls-fanout slow
+SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow}"
+want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SERVER_PID=""
 
 cleanup() {
@@ -116,13 +120,16 @@ config embedded6 5700 6 local
 config redis 4800 2 redis
 config tls 4900 2 local tls
 
+if want idle; then
 echo "# idle: $IDLE_N sessions, 6 workers, 6 bench processes, a fresh server per run"
 for _ in $(seq "$RUNS"); do
   start_server embedded6
   bench "idle $IDLE_N, embedded" embedded6 idle -n "$IDLE_N" --processes 6 --hold 5s
   stop_server
 done
+fi
 
+if want tls-idle; then
 echo "# idle: 20,000 sessions, plain and TLS, a fresh server per run"
 for _ in $(seq "$RUNS"); do
   start_server embedded
@@ -132,6 +139,7 @@ for _ in $(seq "$RUNS"); do
   bench "idle 20000, TLS" tls idle -n 20000 --processes 2 --hold 3s
   stop_server
 done
+fi
 
 # fanout_runs LABEL SERVER [BINARY --]: unthrottled and half-rate fan-out to $FANOUT_N sessions.
 fanout_runs() {
@@ -143,6 +151,7 @@ fanout_runs() {
   done
 }
 
+if want fanout; then
 echo "# fan-out to $FANOUT_N sessions"
 PUBLISH=()
 start_server embedded
@@ -152,12 +161,13 @@ for _ in $(seq "$RUNS"); do
     --local-broker "$WORK/embedded.sock"
   bench "http 200 x 50, embedded" embedded http -n 200 -k 50 --topic anonym.http \
     --backend 127.0.0.1:4799
-  bench "http 1000 x 20, embedded" embedded http -n 1000 -k 20 --topic anonym.http \
+  bench "http 400 x 50, embedded" embedded http -n 400 -k 50 --topic anonym.http \
     --backend 127.0.0.1:4799
 done
 stop_server
+fi
 
-if [ -n "${BASELINE_BIN:-}" ]; then
+if [ -n "${BASELINE_BIN:-}" ] && want ab; then
   echo "# fan-out A/B: $BASELINE_BIN against $BIN, alternating servers"
   for _ in $(seq "$RUNS"); do
     start_server embedded "$BASELINE_BIN"
@@ -171,6 +181,7 @@ if [ -n "${BASELINE_BIN:-}" ]; then
   done
 fi
 
+if want redis; then
 PUBLISH=(--redis redis://127.0.0.1:6379/)
 start_server redis
 fanout_runs "Redis" redis
@@ -178,11 +189,26 @@ for _ in $(seq "$RUNS"); do
   bench "inbound 10000 x 20, Redis" redis inbound -n 10000 -k 20 --redis redis://127.0.0.1:6379/
 done
 stop_server
+fi
 
+if want tls-fanout; then
 PUBLISH=()
 start_server tls
 fanout_runs "embedded, TLS" tls
 stop_server
+fi
+
+if want slow; then
+echo "# a slow consumer among 1,000 readers: fan-out with and without one stalled session"
+start_server embedded
+for _ in $(seq "$RUNS"); do
+  bench "slow consumer: 1000 x 2500 of 4 KiB at 100/s, none stalled" embedded fanout -n 1000 \
+    -m 2500 --payload 4096 --rate 100
+  bench "slow consumer: 1000 x 2500 of 4 KiB at 100/s, 1 stalled" embedded fanout -n 1000 \
+    -m 2500 --payload 4096 --rate 100 --stalled 1
+done
+stop_server
+fi
 
 echo "# medians over $RUNS runs (min–max)"
 python3 - "$OUT" <<'PY'
@@ -201,7 +227,7 @@ def flat(d, prefix=""):
 KEYS = ["kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "latency_ms.p50",
         "latency_ms.p99", "latency_ms.p99_9", "latency_ms.max", "msgs_per_second", "loss",
         "server.cpu_percent", "server.cpu_percent_while_opening", "server.rss_kib",
-        "opened_per_second"]
+        "opened_per_second", "slow_consumer_closes"]
 for label, rs in runs.items():
     values = {}
     for r in rs:

@@ -81,6 +81,11 @@ pub struct WorkerConfig {
     pub max_topic_len: usize,
     pub http_topics: Vec<HttpRule>,
     pub legacy_handshake: bool,
+    pub messages_per_second: u32,
+    pub burst: u32,
+    /// `http.allowed_origins`; empty: any.
+    pub allowed_origins: Vec<String>,
+    pub header_timeout: String,
 }
 
 impl WorkerConfig {
@@ -100,6 +105,10 @@ impl WorkerConfig {
             max_topic_len: 256,
             http_topics: Vec::new(),
             legacy_handshake: false,
+            messages_per_second: 100,
+            burst: 200,
+            allowed_origins: Vec::new(),
+            header_timeout: "5s".to_owned(),
         }
     }
 
@@ -133,7 +142,11 @@ impl WorkerConfig {
             })
             .collect();
         let file = json!({
-            "http": { "host": "127.0.0.1" },
+            "http": {
+                "host": "127.0.0.1",
+                "allowed_origins": self.allowed_origins,
+                "header_timeout": self.header_timeout,
+            },
             "broker": self.broker.config_section(),
             "sessions": {
                 "default_whitelist": self.default_whitelist,
@@ -144,6 +157,8 @@ impl WorkerConfig {
             "limits": {
                 "max_message_bytes": self.max_message_bytes,
                 "max_topic_len": self.max_topic_len,
+                "messages_per_second": self.messages_per_second,
+                "burst": self.burst,
             },
             "http_topics": rules,
             "compat": { "legacy_handshake": self.legacy_handshake },
@@ -234,6 +249,11 @@ impl Worker {
     /// A pattern in the worker's namespace (see [`WorkerConfig::pattern`]).
     pub fn pattern(&self, kind: &str) -> String {
         self.config.pattern(kind)
+    }
+
+    /// The port the worker listens on.
+    pub fn port(&self) -> u16 {
+        self.port
     }
 
     /// The raw websocket endpoint.
