@@ -72,9 +72,15 @@ check() { # check LABEL JSON_FIELD_PATTERN -- command...
 
 start local local
 check "idle" '"sessions_lost":0' "$bin" bench idle -n 50 --hold 1s --url "$main"
+check "idle (2 processes, source addresses)" '"sessions_lost":0' "$bin" bench idle -n 60 \
+  --processes 2 --src-ips 127.0.0.2-127.0.0.4 --hold 1s --url "$main"
 check "fanout (server API)" '"delivered_ratio":1.0' "$bin" bench fanout -n 50 -m 20 --url "$main" --api-key smoke-key
+check "fanout with a stalled reader" '"slow_consumer_closes":1' "$bin" bench fanout -n 10 \
+  -m 3000 --payload 4096 --stalled 1 --url "$main" --api-key smoke-key
+check "inbound (embedded broker)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" \
+  --local-broker "$dir/local.sock"
 check "http" '"delivered_ratio":1.0' "$bin" bench http -n 20 -k 5 --topic anonym.http --backend "$backend_addr" --url "$main"
 start redis redis
 check "fanout (Redis)" '"delivered_ratio":1.0' "$bin" bench fanout -n 50 -m 20 --url "$main" --redis redis://127.0.0.1:6379/
-check "inbound" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" --redis redis://127.0.0.1:6379/
-echo "bench smoke: 5 passed, 0 failed"
+check "inbound (Redis)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" --redis redis://127.0.0.1:6379/
+echo "bench smoke: 9 passed, 0 failed"

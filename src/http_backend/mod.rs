@@ -209,9 +209,12 @@ impl HttpBackend {
 fn build_client(max_in_flight: usize, roots: rustls::RootCertStore) -> awc::Client {
     // The pool holds at most as many connections as requests may be open, so it never queues
     // a request behind `max_in_flight` (awc reads 0 as "no limit", which also never queues).
+    // Idle connections are dropped after 4 s, before the 5 s idle timeout of common backend
+    // servers (Node's http, actix-web) closes them under a request sent at that moment.
     let mut connector = awc::Connector::new()
         .timeout(CONNECT_TIMEOUT)
         .handshake_timeout(CONNECT_TIMEOUT)
+        .conn_keep_alive(Duration::from_secs(4))
         .limit(max_in_flight);
     match tls_client_config(roots) {
         Ok(config) => connector = connector.rustls_0_23(Arc::new(config)),
