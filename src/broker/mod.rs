@@ -71,6 +71,15 @@ pub struct Publish {
     pub payload: Bytes,
 }
 
+/// A broker command found connection `generation` lost (sent to the broker actor by the
+/// command's own future): the actor drops that connection and connects again.
+#[derive(Message, Debug)]
+#[rtype(result = "()")]
+pub(crate) struct LinkLost {
+    pub generation: u64,
+    pub reason: String,
+}
+
 /// Adds a subscription (idempotent; the router reference-counts).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

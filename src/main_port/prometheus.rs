@@ -14,6 +14,26 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
+/// A counter family with a `reason` label, each reason summed over the workers.
+fn by_reason(
+    out: &mut String,
+    o: &Overview,
+    name: &str,
+    help: &str,
+    counts: fn(&Snapshot) -> &BTreeMap<String, u64>,
+) {
+    family(out, name, "counter", help);
+    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
+    for w in &o.workers {
+        for (reason, n) in counts(&w.metrics) {
+            *totals.entry(reason).or_default() += n;
+        }
+    }
+    for (reason, total) in totals {
+        let _ = writeln!(out, "{name}{{reason=\"{reason}\"}} {total}");
+    }
+}
+
 /// The exposition text: a few families, summed over the workers' last reports.
 pub fn render(o: &Overview) -> String {
     let sum = |f: fn(&Snapshot) -> u64| -> u64 { o.workers.iter().map(|w| f(&w.metrics)).sum() };
@@ -83,40 +103,20 @@ pub fn render(o: &Overview) -> String {
         sum(|m| m.backend_errors)
     );
 
-    family(
+    by_reason(
         &mut out,
+        o,
         "rohrpost_dropped_total",
-        "counter",
         "Messages not delivered, by reason.",
+        |m| &m.drops,
     );
-    let mut totals: BTreeMap<&str, u64> = BTreeMap::new();
-    for w in &o.workers {
-        for (reason, n) in &w.metrics.drops {
-            *totals.entry(reason).or_default() += n;
-        }
-    }
-    for (reason, total) in totals {
-        let _ = writeln!(out, "rohrpost_dropped_total{{reason=\"{reason}\"}} {total}");
-    }
-
-    family(
+    by_reason(
         &mut out,
+        o,
         "rohrpost_forced_closes_total",
-        "counter",
         "Sessions the server closed itself, by reason (rate_limit: 1008, slow_consumer: 1013).",
+        |m| &m.forced_closes,
     );
-    let mut closes: BTreeMap<&str, u64> = BTreeMap::new();
-    for w in &o.workers {
-        for (reason, n) in &w.metrics.forced_closes {
-            *closes.entry(reason).or_default() += n;
-        }
-    }
-    for (reason, total) in closes {
-        let _ = writeln!(
-            out,
-            "rohrpost_forced_closes_total{{reason=\"{reason}\"}} {total}"
-        );
-    }
 
     family(
         &mut out,

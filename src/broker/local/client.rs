@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::{open, write_requests, Opened};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
-use crate::broker::{backoff, BrokerError, BrokerMessage, COMMAND_TIMEOUT};
+use crate::broker::{backoff, BrokerError, BrokerMessage, LinkLost, COMMAND_TIMEOUT};
 use crate::topics::Pattern;
 
 mod handlers;
@@ -97,14 +97,6 @@ impl Drop for Connected {
     fn drop(&mut self) {
         self.stop_writer.cancel();
     }
-}
-
-/// A command found connection `generation` lost (see [`LocalBroker::run`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct LinkLost {
-    generation: u64,
-    reason: String,
 }
 
 impl Handler<LinkLost> for LocalBroker {

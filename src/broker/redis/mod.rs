@@ -47,8 +47,8 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
 use super::{
-    backoff, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LoadSession, Publish,
-    SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw, COMMAND_TIMEOUT,
+    backoff, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LinkLost, LoadSession,
+    Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw, COMMAND_TIMEOUT,
     HEALTH_CHECK_EVERY,
 };
 use crate::topics::Pattern;
@@ -425,14 +425,6 @@ impl RedisBroker {
             result
         })
     }
-}
-
-/// A command found connection `generation` lost (see [`RedisBroker::run`]).
-#[derive(Message)]
-#[rtype(result = "()")]
-struct LinkLost {
-    generation: u64,
-    reason: String,
 }
 
 impl Handler<LinkLost> for RedisBroker {
