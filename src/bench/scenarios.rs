@@ -295,7 +295,7 @@ async fn fanout(
         publisher.publish(http, args, i as i64).await;
     }
     let expected = (args.messages * args.sessions) as u64;
-    wait_for(&tally, expected, deadline).await;
+    wait_for(|| tally.borrow().delivered, expected, deadline).await;
     let mut report = delivery_report("fanout", args, &tally, expected, started, open_time);
     report["publish_rate"] = json!(args.rate);
     report["server"] = server_figures(&cpu, server);
@@ -436,16 +436,7 @@ async fn inbound(
         }
     }
     let expected = (args.sessions * args.per_session) as u64;
-    let mut last = (0, Instant::now());
-    while arrivals.count.get() < expected && Instant::now() < deadline {
-        actix_rt::time::sleep(Duration::from_millis(5)).await;
-        let now = arrivals.count.get();
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(5) {
-            break; // nothing more is coming
-        }
-    }
+    wait_for(|| arrivals.count.get(), expected, deadline).await;
     let cpu_percent = cpu.percent();
     let got = arrivals.count.get();
     let seconds = arrivals
@@ -496,7 +487,12 @@ async fn round_trips(
         for session in &sessions {
             session.publish(&args.topic, &json!({"t": now_us()}));
         }
-        wait_for(&tally, (wave * args.sessions) as u64, deadline).await;
+        wait_for(
+            || tally.borrow().delivered,
+            (wave * args.sessions) as u64,
+            deadline,
+        )
+        .await;
     }
     let expected = (args.sessions * args.per_session) as u64;
     let mut report = delivery_report("http", args, &tally, expected, started, open_time);
@@ -505,13 +501,13 @@ async fn round_trips(
     Ok(report)
 }
 
-/// Waits until `expected` deliveries, the deadline, or 5 s without progress.
-async fn wait_for(tally: &Rc<RefCell<Tally>>, expected: u64, deadline: Instant) {
+/// Waits until `count()` reaches `expected`, the deadline, or 5 s without progress.
+async fn wait_for(count: impl Fn() -> u64, expected: u64, deadline: Instant) {
     let mut last = (0, Instant::now());
-    while tally.borrow().delivered < expected && Instant::now() < deadline {
+    while count() < expected && Instant::now() < deadline {
         // Short polls: an http wave waits here between round trips.
         actix_rt::time::sleep(Duration::from_millis(1)).await;
-        let now = tally.borrow().delivered;
+        let now = count();
         if now != last.0 {
             last = (now, Instant::now());
         } else if last.1.elapsed() > Duration::from_secs(5) {

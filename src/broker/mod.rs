@@ -80,6 +80,31 @@ pub(crate) struct LinkLost {
     pub reason: String,
 }
 
+/// Awaits a command's `answer` as a future of its own, telling `broker` when it found connection
+/// `generation` lost. Commands do not wait in the broker actor's context: actix polls every
+/// future a context holds whenever it wakes, so a burst of commands in flight there would cost
+/// time quadratic in their number.
+pub(crate) fn detached<A, T>(
+    broker: Addr<A>,
+    generation: u64,
+    answer: impl std::future::Future<Output = Result<T, BrokerError>> + 'static,
+) -> ResponseFuture<Result<T, BrokerError>>
+where
+    A: Actor<Context = Context<A>> + Handler<LinkLost>,
+    T: 'static,
+{
+    Box::pin(async move {
+        let result = answer.await;
+        if let Err(BrokerError::Unavailable(reason)) = &result {
+            broker.do_send(LinkLost {
+                generation,
+                reason: reason.clone(),
+            });
+        }
+        result
+    })
+}
+
 /// Adds a subscription (idempotent; the router reference-counts).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::{open, write_requests, Opened};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
-use crate::broker::{backoff, BrokerError, BrokerMessage, LinkLost, COMMAND_TIMEOUT};
+use crate::broker::{backoff, detached, BrokerError, BrokerMessage, LinkLost, COMMAND_TIMEOUT};
 use crate::topics::Pattern;
 
 mod handlers;
@@ -338,10 +338,7 @@ impl LocalBroker {
     /// [`BrokerError::Server`], and a lost connection or a late answer counts as losing the
     /// server.
     ///
-    /// The waiting runs as a future of its own, not in the actor's context: actix polls every
-    /// future held by a context whenever the context wakes, so thousands of commands in flight
-    /// there (a burst of client messages) cost time quadratic in their number. A lost connection
-    /// is reported back as [`LinkLost`].
+    /// The waiting runs outside the actor's context (see [`detached`]).
     fn run(
         &mut self,
         what: &'static str,
@@ -406,17 +403,7 @@ impl LocalBroker {
                 };
             }
         };
-        let me = ctx.address();
-        Box::pin(async move {
-            let result = answer.await;
-            if let Err(BrokerError::Unavailable(reason)) = &result {
-                me.do_send(LinkLost {
-                    generation,
-                    reason: reason.clone(),
-                });
-            }
-            result
-        })
+        detached(ctx.address(), generation, answer)
     }
 
     /// Pings the server; a late answer counts as losing it.

@@ -47,9 +47,9 @@ use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
 use super::{
-    backoff, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LinkLost, LoadSession,
-    Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw, COMMAND_TIMEOUT,
-    HEALTH_CHECK_EVERY,
+    backoff, detached, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LinkLost,
+    LoadSession, Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw,
+    COMMAND_TIMEOUT, HEALTH_CHECK_EVERY,
 };
 use crate::topics::Pattern;
 
@@ -410,20 +410,7 @@ impl RedisBroker {
         };
         let generation = connected.generation;
         let answer = bounded(what, request(connected.commands.clone()));
-        // Awaited as a future of its own, not in the actor's context: actix polls every future
-        // a context holds whenever it wakes, so a burst of commands in flight there costs time
-        // quadratic in their number. A lost connection comes back as `LinkLost`.
-        let me = ctx.address();
-        Box::pin(async move {
-            let result = answer.await;
-            if let Err(BrokerError::Unavailable(reason)) = &result {
-                me.do_send(LinkLost {
-                    generation,
-                    reason: reason.clone(),
-                });
-            }
-            result
-        })
+        detached(ctx.address(), generation, answer)
     }
 }
 
