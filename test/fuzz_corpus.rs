@@ -1,0 +1,1 @@
+//! Replays the committed fuzz corpus and crash regressions through the fuzz harnesses.
