@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use crate::sockjs::admission::Refusal;
+
 /// Why a message was not delivered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum DropReason {
@@ -80,6 +82,7 @@ struct Counters {
     backend_errors: AtomicU64,
     drops: [AtomicU64; 5],
     forced_closes: [AtomicU64; 2],
+    refused_sessions: [AtomicU64; 2],
     /// Cumulative-free bucket counts (`+Inf` last), the sum in microseconds, and the count.
     http_latency: [AtomicU64; 13],
     http_latency_sum_us: AtomicU64,
@@ -95,6 +98,7 @@ static COUNTERS: Counters = Counters {
     backend_errors: AtomicU64::new(0),
     drops: [const { AtomicU64::new(0) }; 5],
     forced_closes: [const { AtomicU64::new(0) }; 2],
+    refused_sessions: [const { AtomicU64::new(0) }; 2],
     http_latency: [const { AtomicU64::new(0) }; 13],
     http_latency_sum_us: AtomicU64::new(0),
     http_latency_count: AtomicU64::new(0),
@@ -152,6 +156,11 @@ pub fn forced_close(why: ForcedClose) {
     COUNTERS.forced_closes[why as usize].fetch_add(1, Ordering::Relaxed);
 }
 
+/// A new session refused for `why`.
+pub fn session_refused(why: Refusal) {
+    COUNTERS.refused_sessions[why as usize].fetch_add(1, Ordering::Relaxed);
+}
+
 /// A copy of every counter (workers report it to the supervisor, which sums them up).
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Snapshot {
@@ -166,6 +175,9 @@ pub struct Snapshot {
     /// Sessions closed by the server, by reason.
     #[serde(default)]
     pub forced_closes: std::collections::BTreeMap<String, u64>,
+    /// New sessions refused, by reason.
+    #[serde(default)]
+    pub refused_sessions: std::collections::BTreeMap<String, u64>,
     /// HTTP backend latency: per-bucket counts (not cumulative; `+Inf` last), sum in
     /// microseconds, count.
     #[serde(default)]
@@ -193,6 +205,13 @@ pub fn snapshot() -> Snapshot {
             .iter()
             .map(|r| {
                 let n = get(&COUNTERS.forced_closes[*r as usize]);
+                (r.as_str().to_string(), n)
+            })
+            .collect(),
+        refused_sessions: Refusal::ALL
+            .iter()
+            .map(|r| {
+                let n = get(&COUNTERS.refused_sessions[*r as usize]);
                 (r.as_str().to_string(), n)
             })
             .collect(),

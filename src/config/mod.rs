@@ -132,6 +132,11 @@ pub struct LimitsConfig {
     pub messages_per_second: u32,
     /// Client messages one session may send at once (token bucket size).
     pub burst: u32,
+    /// Sessions one worker holds at once; beyond, new sessions are refused (close 1013) and
+    /// `/connect` answers 503 when every worker is this full.
+    pub max_sessions_per_worker: usize,
+    /// Sessions one client address may hold on one worker at once; beyond, refused (close 1013).
+    pub max_sessions_per_ip: usize,
 }
 
 /// Which broker carries messages between workers, machines and backends.
@@ -257,6 +262,8 @@ impl Config {
                 max_message_bytes: self.limits.max_message_bytes as i64,
                 messages_per_second: self.limits.messages_per_second.into(),
                 burst: self.limits.burst.into(),
+                max_sessions_per_worker: self.limits.max_sessions_per_worker as i64,
+                max_sessions_per_ip: self.limits.max_sessions_per_ip as i64,
             },
             broker: RawBroker {
                 kind: self.broker.kind,

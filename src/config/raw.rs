@@ -145,6 +145,8 @@ pub struct RawLimits {
     pub max_message_bytes: i64,
     pub messages_per_second: i64,
     pub burst: i64,
+    pub max_sessions_per_worker: i64,
+    pub max_sessions_per_ip: i64,
 }
 
 impl Default for RawLimits {
@@ -156,6 +158,8 @@ impl Default for RawLimits {
             max_message_bytes: 64 * 1024,
             messages_per_second: 100,
             burst: 200,
+            max_sessions_per_worker: 20_000,
+            max_sessions_per_ip: 1_000,
         }
     }
 }

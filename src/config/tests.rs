@@ -124,3 +124,19 @@ fn rate_limit_and_header_timeout_are_checked() {
     assert_eq!(config.limits.burst, 200);
     assert_eq!(config.http.header_timeout, Duration::from_secs(5));
 }
+
+#[test]
+fn session_caps_are_checked() {
+    let mut raw = RawConfig::default();
+    raw.limits.max_sessions_per_worker = 0;
+    raw.limits.max_sessions_per_ip = -5;
+    let text = ConfigErrors(errors_of(raw)).to_string();
+    assert!(
+        text.contains("`limits.max_sessions_per_worker`: 0"),
+        "{text}"
+    );
+    assert!(text.contains("`limits.max_sessions_per_ip`: -5"), "{text}");
+    let config = RawConfig::default().validate(None).unwrap();
+    assert_eq!(config.limits.max_sessions_per_worker, 20_000);
+    assert_eq!(config.limits.max_sessions_per_ip, 1_000);
+}

@@ -147,6 +147,22 @@ impl RawConfig {
             1_000_000,
             "1..=1000000 messages",
         );
+        let max_sessions_per_worker = checked_range(
+            &mut errors,
+            "limits.max_sessions_per_worker",
+            self.limits.max_sessions_per_worker,
+            1,
+            10_000_000,
+            "1..=10000000 sessions",
+        );
+        let max_sessions_per_ip = checked_range(
+            &mut errors,
+            "limits.max_sessions_per_ip",
+            self.limits.max_sessions_per_ip,
+            1,
+            10_000_000,
+            "1..=10000000 sessions",
+        );
         let header_timeout = duration(
             &mut errors,
             "http.header_timeout",
@@ -330,6 +346,8 @@ impl RawConfig {
                 max_message_bytes: max_message_bytes as usize,
                 messages_per_second: messages_per_second as u32,
                 burst: burst as u32,
+                max_sessions_per_worker: max_sessions_per_worker as usize,
+                max_sessions_per_ip: max_sessions_per_ip as usize,
             },
             broker: BrokerConfig {
                 kind: self.broker.kind,

@@ -24,6 +24,8 @@ pub struct MainPort {
     /// With `cluster.enabled`: the directory `/connect` picks from.
     pub cluster: Option<Cluster>,
     pub max_topic_len: usize,
+    /// A worker with this many sessions is full: `/connect` does not hand it out.
+    pub max_sessions_per_worker: usize,
     pub scheme: &'static str,
     pub host_external: String,
     pub prefix: String,
@@ -42,6 +44,7 @@ impl MainPort {
             broker,
             cluster,
             max_topic_len: config.limits.max_topic_len,
+            max_sessions_per_worker: config.limits.max_sessions_per_worker,
             scheme: config.http_scheme(),
             host_external: config.http.host_external.clone(),
             prefix: config.sockjs.prefix.clone(),
@@ -86,7 +89,8 @@ async fn pick_in_cluster(cluster: &Cluster) -> Option<Choice> {
 
 /// `GET /connect`: the SockJS URL of a worker, as text (or JSON with `Accept: application/json`).
 /// In a cluster the whole directory is considered; if Redis cannot answer, this machine's own
-/// workers are.
+/// workers are. 503 when no worker is ready, or when even the least-loaded one is full
+/// (`limits.max_sessions_per_worker`, as of the workers' last reports).
 async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
     let mut choice = match &port.cluster {
         Some(cluster) => pick_in_cluster(cluster).await,
@@ -108,9 +112,12 @@ async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
                 sessions: w.sessions,
             });
     }
+    let full = choice
+        .as_ref()
+        .is_some_and(|c| c.sessions >= port.max_sessions_per_worker);
     let mut res = match choice {
-        None => HttpResponse::ServiceUnavailable(),
-        Some(_) => HttpResponse::Ok(),
+        Some(_) if !full => HttpResponse::Ok(),
+        _ => HttpResponse::ServiceUnavailable(),
     };
     res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
         .insert_header((
@@ -122,6 +129,12 @@ async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
             .content_type(ContentType::plaintext())
             .body("No worker is available right now; try again in a moment.\n");
     };
+    if full {
+        return res
+            .insert_header((header::RETRY_AFTER, "5"))
+            .content_type(ContentType::plaintext())
+            .body("Every worker is full (limits.max_sessions_per_worker); try again later.\n");
+    }
     let wants_json = req
         .headers()
         .get(header::ACCEPT)

@@ -117,6 +117,13 @@ pub fn render(o: &Overview) -> String {
         "Sessions the server closed itself, by reason (rate_limit: 1008, slow_consumer: 1013).",
         |m| &m.forced_closes,
     );
+    by_reason(
+        &mut out,
+        o,
+        "rohrpost_refused_sessions_total",
+        "New sessions refused with close 1013, by reason (worker_full: limits.max_sessions_per_worker, address_full: limits.max_sessions_per_ip).",
+        |m| &m.refused_sessions,
+    );
 
     family(
         &mut out,

@@ -17,7 +17,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use log::debug;
 
-use super::frames::{parse_client_payload, quote_script, Frame, FrameKind, PayloadError};
+use super::admission::REFUSED_CODE;
+use super::frames::{parse_send_body, quote_script, Frame, FrameKind};
 use super::headers;
 use super::receiver::{self, FrameStream, ReceiverKind};
 use super::registry::{Lookup, Receive};
@@ -84,6 +85,7 @@ pub struct ReceivingTransport {
 }
 
 /// Attaches a receiving request to session `id` (created if unknown) and streams its frames.
+/// A new session beyond the endpoint's caps gets just a close frame `c[1013,"..."]`.
 pub async fn receive(
     req: &HttpRequest,
     endpoint: &EndpointInner,
@@ -91,11 +93,23 @@ pub async fn receive(
     transport: ReceivingTransport,
 ) -> HttpResponse {
     let (receiver, mut frames) = receiver::channel(transport.kind);
-    let handle = match endpoint.registry().send(Receive { id, receiver }).await {
-        Ok(handle) => handle,
-        Err(e) => return unavailable(e),
+    let refusal_tx = receiver.tx.clone();
+    let address = req.peer_addr().map(|a| a.ip());
+    let receive = Receive {
+        id: id.clone(),
+        receiver,
+        address,
     };
-    frames.set_session(handle.detach);
+    match endpoint.registry().send(receive).await {
+        Ok(Ok(handle)) => frames.set_session(handle.detach),
+        Ok(Err(refusal)) => {
+            debug!("sockjs session refused session={id} address={address:?}: {refusal}");
+            // The channel is new and empty: the close frame fits, and the stream ends after it.
+            let _ = refusal_tx.try_send(Frame::close(REFUSED_CODE, &refusal.reason()));
+        }
+        Err(e) => return unavailable(e),
+    }
+    drop(refusal_tx);
 
     let limit = match transport.kind {
         ReceiverKind::Polling => usize::MAX,
@@ -150,17 +164,7 @@ pub async fn deliver(
         Ok(None) => return Err(HttpResponse::NotFound().finish()),
         Err(e) => return Err(unavailable(e)),
     };
-    let messages = if form {
-        let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(&body).unwrap_or_default();
-        let data = fields.into_iter().find(|(k, _)| k == "d").map(|(_, v)| v);
-        match data {
-            Some(d) => parse_client_payload(d.as_bytes()),
-            None => Err(PayloadError::Empty),
-        }
-    } else {
-        parse_client_payload(&body)
-    };
-    match messages {
+    match parse_send_body(&body, form) {
         Ok(messages) => {
             if !messages.is_empty() {
                 handle.incoming.do_send(ClientMessages(messages));

@@ -222,6 +222,19 @@ pub fn parse_client_payload(payload: &[u8]) -> Result<Vec<String>, PayloadError>
     }
 }
 
+/// The messages of an `xhr_send` / `jsonp_send` body: a JSON array of strings, or for a
+/// `form` body (`jsonp_send` posted as a form) the same in its first `d=` field.
+pub fn parse_send_body(body: &[u8], form: bool) -> Result<Vec<String>, PayloadError> {
+    if !form {
+        return parse_client_payload(body);
+    }
+    let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
+    match fields.into_iter().find(|(k, _)| k == "d") {
+        Some((_, d)) => parse_client_payload(d.as_bytes()),
+        None => Err(PayloadError::Empty),
+    }
+}
+
 #[derive(serde::Deserialize)]
 #[serde(untagged)]
 enum OneOrMany {

@@ -7,10 +7,12 @@
 //!
 //! Module map: [`frames`] (frame encoding and escaping), [`session`] (the session actor and
 //! handler interface), [`receiver`] (how transports attach), [`registry`] (session ids to actors),
-//! [`routes`] (URL parsing and dispatch), [`headers`] (CORS, caching, cookies), [`info`]
-//! (greeting, `/info`, iframe), [`body`] (HTTP receiving responses), and one file per transport
-//! family: [`xhr`], [`streaming`], [`jsonp`], [`websocket`].
+//! [`admission`] (how many sessions the endpoint and each client address may hold), [`routes`]
+//! (URL parsing and dispatch), [`headers`] (CORS, caching, cookies), [`info`] (greeting,
+//! `/info`, iframe), [`body`] (HTTP receiving responses), and one file per transport family:
+//! [`xhr`], [`streaming`], [`jsonp`], [`websocket`].
 
+pub mod admission;
 pub mod body;
 pub mod frames;
 pub mod headers;
@@ -53,6 +55,7 @@ pub struct EndpointInner {
     pub options: Arc<SockjsOptions>,
     iframe: info::IframePage,
     registry: OnceLock<Addr<Registry>>,
+    admission: Arc<admission::Admission>,
     factory: SessionFactory,
     connection_factory: ConnectionFactory,
 }
@@ -74,7 +77,7 @@ impl EndpointInner {
     /// default of one server thread, the thread every session lives on).
     fn registry(&self) -> Addr<Registry> {
         self.registry
-            .get_or_init(|| Registry::new(self.factory.clone()).start())
+            .get_or_init(|| Registry::new(self.factory.clone(), self.admission.clone()).start())
             .clone()
     }
 }
@@ -121,6 +124,10 @@ impl Endpoint {
         Endpoint {
             inner: Arc::new(EndpointInner {
                 iframe: info::IframePage::new(&options.client_url),
+                admission: admission::Admission::new(
+                    options.max_sessions,
+                    options.max_sessions_per_address,
+                ),
                 options,
                 registry: OnceLock::new(),
                 factory,

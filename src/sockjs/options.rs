@@ -29,6 +29,10 @@ pub struct SockjsOptions {
     /// Origins (`scheme://host[:port]`, lower case) whose pages may use the endpoint; empty:
     /// any. A page's own server (the `Host` it asked) is always allowed.
     pub allowed_origins: Vec<String>,
+    /// Sessions the endpoint holds at once; beyond, new ones are refused (close 1013).
+    pub max_sessions: usize,
+    /// Sessions one client address may hold at once; beyond, refused (close 1013).
+    pub max_sessions_per_address: usize,
 }
 
 impl SockjsOptions {
@@ -45,6 +49,8 @@ impl SockjsOptions {
             max_frame_bytes: config.limits.max_frame_bytes,
             outbound_queue: config.limits.outbound_queue,
             allowed_origins: config.http.allowed_origins.clone(),
+            max_sessions: config.limits.max_sessions_per_worker,
+            max_sessions_per_address: config.limits.max_sessions_per_ip,
         }
     }
 }
@@ -62,6 +68,8 @@ impl Default for SockjsOptions {
             max_frame_bytes: 1024 * 1024,
             outbound_queue: 1024,
             allowed_origins: Vec::new(),
+            max_sessions: 20_000,
+            max_sessions_per_address: 1_000,
         }
     }
 }

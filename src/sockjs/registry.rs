@@ -8,11 +8,13 @@
 //! worker tells each client to reconnect elsewhere).
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 
+use super::admission::{Admission, Pass, Refusal};
 use super::receiver::Receiver;
 use super::session::{Attach, CloseSession, SessionGone, SessionHandle};
 
@@ -28,18 +30,21 @@ pub type SessionFactory =
 
 /// The registry actor of one endpoint.
 pub struct Registry {
-    sessions: HashMap<Arc<str>, (SessionHandle, u64)>,
-    /// Websocket sessions, by token.
+    /// HTTP sessions by id, with their token and their admission pass.
+    sessions: HashMap<Arc<str>, (SessionHandle, u64, Pass)>,
+    /// Websocket sessions, by token (their transport holds their pass).
     connections: HashMap<u64, SessionHandle>,
     factory: SessionFactory,
+    admission: Arc<Admission>,
 }
 
 impl Registry {
-    pub fn new(factory: SessionFactory) -> Self {
+    pub fn new(factory: SessionFactory, admission: Arc<Admission>) -> Self {
         Registry {
             sessions: HashMap::new(),
             connections: HashMap::new(),
             factory,
+            admission,
         }
     }
 }
@@ -48,12 +53,14 @@ impl Actor for Registry {
     type Context = Context<Self>;
 }
 
-/// A receiving request: attach to session `id`, creating it if unknown.
+/// A receiving request: attach to session `id`, creating it if unknown and if the client at
+/// `address` may open one more session.
 #[derive(Message)]
-#[rtype(result = "SessionHandle")]
+#[rtype(result = "Result<SessionHandle, Refusal>")]
 pub struct Receive {
     pub id: Arc<str>,
     pub receiver: Receiver,
+    pub address: Option<IpAddr>,
 }
 
 /// A sending request: the session `id`, if it exists.
@@ -85,13 +92,14 @@ pub struct CloseAll {
 }
 
 impl Handler<Receive> for Registry {
-    type Result = MessageResult<Receive>;
+    type Result = Result<SessionHandle, Refusal>;
 
     fn handle(&mut self, msg: Receive, ctx: &mut Context<Self>) -> Self::Result {
-        if let Some((handle, _)) = self.sessions.get(&msg.id) {
+        if let Some((handle, _, _)) = self.sessions.get(&msg.id) {
             handle.attach.do_send(Attach(msg.receiver));
-            return MessageResult(handle.clone());
+            return Ok(handle.clone());
         }
+        let pass = self.admission.admit(msg.address)?;
         let token = next_token();
         let handle = (self.factory)(
             msg.id.clone(),
@@ -99,8 +107,8 @@ impl Handler<Receive> for Registry {
             ctx.address().recipient(),
             token,
         );
-        self.sessions.insert(msg.id, (handle.clone(), token));
-        MessageResult(handle)
+        self.sessions.insert(msg.id, (handle.clone(), token, pass));
+        Ok(handle)
     }
 }
 
@@ -108,7 +116,7 @@ impl Handler<Lookup> for Registry {
     type Result = Option<SessionHandle>;
 
     fn handle(&mut self, msg: Lookup, _ctx: &mut Context<Self>) -> Self::Result {
-        self.sessions.get(&msg.id).map(|(h, _)| h.clone())
+        self.sessions.get(&msg.id).map(|(h, _, _)| h.clone())
     }
 }
 
@@ -135,7 +143,7 @@ impl Handler<CloseAll> for Registry {
         let all = self
             .sessions
             .values()
-            .map(|(h, _)| h)
+            .map(|(h, _, _)| h)
             .chain(self.connections.values());
         let mut closed = 0;
         for handle in all {
@@ -158,7 +166,7 @@ impl Handler<SessionGone> for Registry {
         if self
             .sessions
             .get(&msg.id)
-            .is_some_and(|(_, t)| *t == msg.token)
+            .is_some_and(|(_, t, _)| *t == msg.token)
         {
             self.sessions.remove(&msg.id);
         } else {

@@ -15,6 +15,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, HandshakeError};
 use bytes::BytesMut;
 use log::debug;
 
+use super::admission::{Pass, Refusal, REFUSED_CODE};
 use super::frames::{parse_client_payload, Frame, FrameKind};
 use super::headers::TEXT_PLAIN;
 use super::receiver::{self, FrameStream, ReceiverKind};
@@ -40,7 +41,9 @@ pub fn start(
         return handshake_refused(e);
     }
     let max = endpoint.options.max_frame_bytes;
+    let admitted = endpoint.admission.admit(req.peer_addr().map(|a| a.ip()));
     let transport = WsTransport {
+        admitted,
         endpoint,
         id,
         flavour,
@@ -81,6 +84,9 @@ fn handshake_refused(e: HandshakeError) -> HttpResponse {
 
 /// The transport actor of one websocket connection.
 struct WsTransport {
+    /// This connection's place among the endpoint's sessions, held while it lives; or why it
+    /// was refused one (it is then closed with 1013 without starting a session).
+    admitted: Result<Pass, Refusal>,
     endpoint: Arc<EndpointInner>,
     id: Arc<str>,
     flavour: Flavour,
@@ -96,6 +102,19 @@ impl Actor for WsTransport {
     type Context = ws::WebsocketContext<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
+        if let Err(refusal) = self.admitted {
+            debug!("websocket session refused session={}: {refusal}", self.id);
+            let reason = refusal.reason();
+            if self.flavour == Flavour::Framed {
+                ctx.text(Frame::close(REFUSED_CODE, &reason).as_str());
+            }
+            let close = CloseReason {
+                code: CloseCode::from(REFUSED_CODE),
+                description: Some(reason),
+            };
+            self.start_closing(Some(close), ctx);
+            return;
+        }
         let (receiver, mut frames): (_, FrameStream) = receiver::channel(ReceiverKind::Streaming);
         let handle = self.endpoint.start_connection(self.id.clone(), receiver);
         frames.set_session(handle.detach.clone());

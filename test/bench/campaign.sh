@@ -53,6 +53,9 @@ kind = "$broker"
 socket = "$WORK/$name.sock"
 [sessions]
 default_whitelist = ["anonym.*"]
+[limits]
+max_sessions_per_worker = 200000
+max_sessions_per_ip = 200000
 [api]
 key = "bench-key"
 [[http_topics]]

@@ -39,6 +39,8 @@ pub struct Options {
     pub restart_window: &'static str,
     /// Run a copy of the binary placed in the temporary directory, which the test may replace.
     pub own_binary: bool,
+    /// TOML appended to the configuration (extra sections, e.g. `[limits]`).
+    pub extra_config: &'static str,
 }
 
 impl Default for Options {
@@ -48,6 +50,7 @@ impl Default for Options {
             max_restarts: 5,
             restart_window: "60s",
             own_binary: false,
+            extra_config: "",
         }
     }
 }
@@ -321,6 +324,8 @@ redis_url = "{REDIS_URL}"
 
 [api]
 key = "{API_KEY}"
+
+{extra}
 "#,
         main = ports.main,
         base = ports.worker(0),
@@ -328,5 +333,6 @@ key = "{API_KEY}"
         drain = DRAIN_TIMEOUT.as_secs(),
         max_restarts = options.max_restarts,
         window = options.restart_window,
+        extra = options.extra_config,
     )
 }
