@@ -47,9 +47,12 @@ impl TokenKey {
     }
 
     /// The session id a token was issued for, if it is genuine (compared in constant time).
+    /// Only the exact token [`issue`](Self::issue) wrote verifies: the tag must be 64 lowercase
+    /// hex digits, not another spelling of the same bytes (`A` for `a`, `+a` for `0a`).
     pub fn verify(&self, token: &str) -> Option<String> {
         let (id, hex) = token.rsplit_once('.')?;
-        if id.is_empty() || hex.len() != 64 {
+        let lower_hex = |b: u8| b.is_ascii_digit() || (b'a'..=b'f').contains(&b);
+        if id.is_empty() || hex.len() != 64 || !hex.bytes().all(lower_hex) {
             return None;
         }
         let tag: Vec<u8> = (0..32)
@@ -94,5 +97,24 @@ mod tests {
         assert_eq!(key.verify("abc"), None);
         assert_eq!(key.verify("abc.zz"), None);
         assert_eq!(key.verify(""), None);
+    }
+
+    #[test]
+    fn other_spellings_of_a_genuine_tag_are_refused() {
+        let key = TokenKey::new("secret");
+        let token = key.issue("abc");
+        let (id, hex) = token.split_once('.').unwrap();
+        assert_eq!(key.verify(&format!("{id}.{}", hex.to_uppercase())), None);
+        // `u8::from_str_radix` reads "+a" as 0x0a: a tag byte below 16 has a signed spelling.
+        let signed = (0..)
+            .map(|n| key.issue(&format!("s{n}")))
+            .find_map(|t| {
+                let (id, hex) = t.split_once('.').unwrap();
+                let at = (0..32).find(|i| hex.as_bytes()[i * 2] == b'0')?;
+                Some(format!("{id}.{}+{}", &hex[..at * 2], &hex[at * 2 + 1..]))
+            })
+            .unwrap();
+        assert_eq!(key.verify(&signed), None, "{signed}");
+        assert_eq!(key.verify(&token).as_deref(), Some("abc"));
     }
 }
