@@ -19,6 +19,7 @@ pub mod config;
 pub mod control;
 pub mod demo_backend;
 pub mod echo;
+pub mod fuzzing;
 pub mod http_backend;
 pub mod main_port;
 pub mod metrics;

@@ -455,7 +455,7 @@ fn payload_error(error: PayloadError, timeout: Duration) -> HttpBackendError {
 }
 
 /// A 2xx answer body: empty (or only whitespace) is `None`, a JSON object is `Some`.
-fn parse_answer(body: &[u8], content_type: Option<&str>) -> Answer {
+pub(crate) fn parse_answer(body: &[u8], content_type: Option<&str>) -> Answer {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(None);
     }
