@@ -7,8 +7,12 @@
 #   FUZZ_SANITIZER=none (plain libFuzzer: still finds panics and broken assertions).
 # - Targets run one after another, each as one nice'd single-job libFuzzer process, bounded by
 #   -max_total_time (and -rss_limit_mb); FUZZ_PARALLEL=2 runs two at a time.
-# - Each target grows its corpus in fuzz/corpus/<target>/ (keep it small before committing:
-#   `cargo fuzz cmin <target>`); a crash stops that target and leaves its input in
+# - Each target grows its corpus in fuzz/corpus/<target>/. Keep the committed corpus small: the
+#   seed-* files plus a set cover of the rest by edge coverage, e.g.
+#     mkdir min && cp corpus/T/seed-* min/ && target/x86_64-unknown-linux-gnu/release/T \
+#       -set_cover_merge=1 -use_counters=0 -use_cmp=0 min corpus/T && rm -r corpus/T && mv min corpus/T
+#   (`cargo fuzz cmin T` keeps every input with a new feature, counters included: far more files).
+# - A crash stops that target and leaves its input in
 #   fuzz/artifacts/<target>/ — fix the bug, then copy the input to fuzz/regressions/<target>/,
 #   which `cargo test --release --test fuzz_corpus` replays with the corpus.
 # - libFuzzer's final lines for each target go to fuzz/logs/<target>.log.
