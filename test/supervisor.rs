@@ -32,6 +32,8 @@ mod news;
 mod ports;
 #[path = "supervisor/process.rs"]
 mod process;
+#[path = "supervisor/secrets.rs"]
+mod secrets;
 #[path = "supervisor/session_caps.rs"]
 mod session_caps;
 #[path = "supervisor/watch.rs"]

@@ -133,6 +133,15 @@ pub async fn restart(req: HttpRequest, port: web::Data<MainPort>) -> HttpRespons
     HttpResponse::Accepted().json(serde_json::json!({ "started": started }))
 }
 
+/// Whether `given` is `key`, in time that depends on neither's content nor length: the two
+/// SHA-256 digests are compared in constant time (a plain comparison of slices of different
+/// lengths would give the key's length away).
+fn same_key(given: &str, key: &str) -> bool {
+    let given = ring::digest::digest(&ring::digest::SHA256, given.as_bytes());
+    let key = ring::digest::digest(&ring::digest::SHA256, key.as_bytes());
+    bool::from(given.as_ref().ct_eq(key.as_ref()))
+}
+
 /// Checks the bearer token against `api.key` in constant time; the refusal when it does not match.
 fn refuse_unauthorized(req: &HttpRequest, port: &MainPort) -> Option<HttpResponse> {
     let Some(key) = &port.api_key else {
@@ -148,7 +157,7 @@ fn refuse_unauthorized(req: &HttpRequest, port: &MainPort) -> Option<HttpRespons
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .unwrap_or("");
-    if bool::from(given.as_bytes().ct_eq(key.as_bytes())) {
+    if same_key(given, key) {
         None
     } else {
         Some(
@@ -157,5 +166,26 @@ fn refuse_unauthorized(req: &HttpRequest, port: &MainPort) -> Option<HttpRespons
                 .content_type(ContentType::plaintext())
                 .body("Missing or wrong bearer token.\n"),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_key;
+
+    #[test]
+    fn only_the_exact_key_matches() {
+        let key = "s3cret-key";
+        assert!(same_key(key, key));
+        for wrong in [
+            "",
+            "s3cret-ke",
+            "s3cret-key ",
+            "S3cret-key",
+            "s3cret-kez",
+            "x",
+        ] {
+            assert!(!same_key(wrong, key), "{wrong:?}");
+        }
     }
 }

@@ -14,6 +14,7 @@ for_both_brokers!(
     resume_with_altered_token_of_another_session_gives_fresh_session,
     resume_with_token_of_another_secret_gives_fresh_session,
     resume_of_unknown_session_gives_fresh_session,
+    resume_after_the_session_expired_gives_fresh_session,
 );
 
 /// Asserts that `welcome` is a new session of `worker`, unlike each of `others`.
@@ -148,5 +149,36 @@ async fn resume_of_unknown_session_gives_fresh_session(kind: BrokerKind) {
 
     let mut client = worker.connect().await;
     let welcome = client.resume(&owner.resume).await;
+    assert_fresh(&worker, &welcome, &[&owner.session]);
+}
+
+/// A resume token is worth nothing once its session has expired: `sessions.ttl` after the last
+/// connection ended, the record is gone from the broker's store and the token gives a new session.
+async fn resume_after_the_session_expired_gives_fresh_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let mut config = WorkerConfig::on(&broker);
+    config.session_ttl = "2s".to_owned();
+    let worker = Worker::start(&config).await;
+    let (mut client, owner) = worker.session().await;
+    let direct = owner.direct_topic();
+    let mut backend = broker.connect().await;
+    settle(&mut backend, &mut client, &direct).await;
+    backend
+        .session_record(&owner.session, |r| r.is_object())
+        .await;
+
+    // Within the TTL the token still resumes the session...
+    drop(client);
+    actix_rt::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut early = worker.connect().await;
+    let welcome = early.resume(&owner.resume).await;
+    assert!(welcome.resumed, "resumed within the TTL: {welcome:?}");
+    assert_eq!(welcome.session, owner.session);
+    drop(early);
+
+    // ...and past it, with nobody connected to refresh the record, it is worth nothing.
+    actix_rt::time::sleep(std::time::Duration::from_millis(3_500)).await;
+    let mut late = worker.connect().await;
+    let welcome = late.resume(&owner.resume).await;
     assert_fresh(&worker, &welcome, &[&owner.session]);
 }

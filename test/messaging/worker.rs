@@ -86,6 +86,8 @@ pub struct WorkerConfig {
     /// `http.allowed_origins`; empty: any.
     pub allowed_origins: Vec<String>,
     pub header_timeout: String,
+    /// `sessions.ttl`: how long a session's record outlives its last connection.
+    pub session_ttl: String,
 }
 
 impl WorkerConfig {
@@ -109,6 +111,7 @@ impl WorkerConfig {
             burst: 200,
             allowed_origins: Vec::new(),
             header_timeout: "5s".to_owned(),
+            session_ttl: "10m".to_owned(),
         }
     }
 
@@ -151,7 +154,7 @@ impl WorkerConfig {
             "sessions": {
                 "default_whitelist": self.default_whitelist,
                 "handshake_timeout": self.handshake_timeout,
-                "ttl": "10m",
+                "ttl": self.session_ttl,
                 "secret": self.secret,
             },
             "limits": {

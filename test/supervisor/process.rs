@@ -24,7 +24,9 @@ use crate::ports::PortBlock;
 /// The shared Redis the supervisors of these tests use as their broker.
 pub const REDIS_URL: &str = "redis://127.0.0.1:6379/";
 /// The API key of every test supervisor.
-pub const API_KEY: &str = "test-key";
+pub const API_KEY: &str = "test-key-5ec2e7a1";
+/// `sessions.secret` of every test supervisor (distinctive, so that a test can look for it).
+pub const SECRET: &str = "test-secret-9d4f1b60";
 /// `workers.drain_timeout` of every test supervisor.
 pub const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long a supervisor may take to get every worker ready, or a roll to finish.
@@ -41,6 +43,8 @@ pub struct Options {
     pub own_binary: bool,
     /// TOML appended to the configuration (extra sections, e.g. `[limits]`).
     pub extra_config: &'static str,
+    /// `RUST_LOG` of the processes; `None`: `$ROHRPOST_TEST_LOG`, else `info`.
+    pub log_filter: Option<&'static str>,
 }
 
 impl Default for Options {
@@ -51,6 +55,7 @@ impl Default for Options {
             restart_window: "60s",
             own_binary: false,
             extra_config: "",
+            log_filter: None,
         }
     }
 }
@@ -92,7 +97,10 @@ impl Supervisor {
             .args(["--config", "rohrpost.toml"])
             .current_dir(dir.path())
             .env_remove("ROHRPOST_CONFIG")
-            .env("RUST_LOG", log_filter())
+            .env(
+                "RUST_LOG",
+                options.log_filter.map_or_else(log_filter, str::to_owned),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log file handle"))
             .stderr(log)
@@ -315,7 +323,7 @@ max_restarts = {max_restarts}
 restart_window = "{window}"
 
 [sessions]
-secret = "test-secret"
+secret = "{SECRET}"
 default_whitelist = ["anonym.*"]
 
 [broker]
