@@ -24,6 +24,8 @@ mod checks;
 mod client;
 #[path = "supervisor/fleet.rs"]
 mod fleet;
+#[path = "supervisor/forced_closes.rs"]
+mod forced_closes;
 #[path = "supervisor/main_port.rs"]
 mod main_port;
 #[path = "supervisor/news.rs"]

@@ -1,6 +1,8 @@
 //! The main port as the tests read it: `/health` and `/connect` typed, and any answer as it
 //! is (status, headers, body) where the headers matter.
 
+use std::time::Duration;
+
 use awc::http::header::HeaderMap;
 use serde::Deserialize;
 
@@ -143,4 +145,30 @@ pub fn cors(headers: &HeaderMap) -> Option<&str> {
     headers
         .get("access-control-allow-origin")
         .and_then(|v| v.to_str().ok())
+}
+
+/// A counter of `/metrics` with a `reason` label (0 when absent).
+pub async fn counter(sup: &Supervisor, family: &str, reason: &str) -> u64 {
+    let (_, _, body) = get(&sup.url("/metrics"), None).await;
+    let prefix = format!("{family}{{reason=\"{reason}\"}} ");
+    body.lines()
+        .find_map(|l| l.strip_prefix(prefix.as_str()))
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Waits (bounded) until the counter reads `expected`, as of the workers' next reports.
+pub async fn wait_counter(sup: &Supervisor, family: &str, reason: &str, expected: u64) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let n = counter(sup, family, reason).await;
+        if n == expected {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{family}{{reason={reason}}} is {n}, expected {expected}"
+        );
+        actix_rt::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -7,14 +7,13 @@
 //! from 127.0.0.1, the others over raw HTTP from a socket bound to their own address.
 
 use std::net::{Ipv4Addr, SocketAddr};
-use std::time::Duration;
 
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{http, Client, Event};
 use crate::common::WAIT;
-use crate::main_port::{get, worker_ws_url};
+use crate::main_port::{get, wait_counter, worker_ws_url};
 use crate::ports::PortBlock;
 use crate::process::{Options, Supervisor};
 
@@ -25,6 +24,8 @@ const CAPS: &str = "[limits]\nmax_sessions_per_worker = 4\nmax_sessions_per_ip =
 /// The close frame the refused client gets, up to the reason's end.
 const ADDRESS_FULL: &str = "c[1013,\"Too many sessions from your address";
 const WORKER_FULL: &str = "c[1013,\"Too many sessions on this server";
+
+const REFUSED: &str = "rohrpost_refused_sessions_total";
 
 /// Opens an `xhr` polling session `session` from `source` and returns the response body: the
 /// open frame `o` when admitted, a close frame when refused.
@@ -71,31 +72,6 @@ async fn framed_websocket_first_frame(port: u16, session: &str) -> String {
         if let awc::ws::Frame::Text(text) = frame {
             return String::from_utf8(text.to_vec()).expect("UTF-8");
         }
-    }
-}
-
-/// `rohrpost_refused_sessions_total{reason}` from `/metrics` (0 when absent).
-async fn refused(sup: &Supervisor, reason: &str) -> u64 {
-    let (_, _, body) = get(&sup.url("/metrics"), None).await;
-    let prefix = format!("rohrpost_refused_sessions_total{{reason=\"{reason}\"}} ");
-    body.lines()
-        .find_map(|l| l.strip_prefix(prefix.as_str()))
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0)
-}
-
-async fn wait_refused(sup: &Supervisor, reason: &str, expected: u64) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        let n = refused(sup, reason).await;
-        if n == expected {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "refused_sessions_total{{reason={reason}}} is {n}, expected {expected}"
-        );
-        actix_rt::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -155,8 +131,8 @@ async fn sessions_beyond_the_caps_are_refused_with_1013_and_connect_says_503() {
         headers.get("retry-after").and_then(|v| v.to_str().ok()),
         Some("5")
     );
-    wait_refused(&sup, "address_full", 3).await;
-    wait_refused(&sup, "worker_full", 1).await;
+    wait_counter(&sup, REFUSED, "address_full", 3).await;
+    wait_counter(&sup, REFUSED, "worker_full", 1).await;
 
     // A session that ends gives its place back: to its own address and to the worker.
     first.close().await;
