@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Smoke run of every `rohrpost bench` scenario with small numbers, so the load generator cannot
-# rot: a supervisor with the embedded broker (idle, fanout through the server API, http) and one
-# with the Redis broker (fanout through Redis, inbound). Checks that every message arrived; no
-# performance thresholds (those are BENCHMARKS.md's business). Usage: test/bench_smoke.sh BIN
+# rot: a supervisor with the embedded broker (idle, fanout through the server API, http, a
+# 40-second soak with two staged restarts) and one with the Redis broker (fanout through Redis,
+# inbound). Checks that every message arrived; no performance thresholds (those are
+# BENCHMARKS.md's business). Usage: test/bench_smoke.sh BIN
 set -euo pipefail
 bin=${1:-target/release/rohrpost}
 bin=$(realpath "$bin")
@@ -64,7 +65,7 @@ TOML
 check() { # check LABEL JSON_FIELD_PATTERN -- command...
   local label=$1 want=$2; shift 2
   local out
-  out=$(RUST_LOG=error timeout 60 "$@")
+  out=$(RUST_LOG=error timeout "${limit:-60}" "$@")
   out=${out%%$'\n'*} # the JSON line; the table follows
   echo "$label: $out"
   grep -q "$want" <<<"$out" || { echo "bench smoke: $label failed (want $want)" >&2; return 1; }
@@ -80,7 +81,9 @@ check "fanout with a stalled reader" '"slow_consumer_closes":1' "$bin" bench fan
 check "inbound (embedded broker)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" \
   --local-broker "$dir/local.sock"
 check "http" '"delivered_ratio":1.0' "$bin" bench http -n 20 -k 5 --topic anonym.http --backend "$backend_addr" --url "$main"
+limit=120 check "soak (40 s, restarts)" '"ok":true' "$bin" bench soak -n 40 --duration 40s \
+  --restart-every 15s --sample-every 5s --url "$main" --api-key smoke-key --backend "$backend_addr"
 start redis redis
 check "fanout (Redis)" '"delivered_ratio":1.0' "$bin" bench fanout -n 50 -m 20 --url "$main" --redis redis://127.0.0.1:6379/
 check "inbound (Redis)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" --redis redis://127.0.0.1:6379/
-echo "bench smoke: 9 passed, 0 failed"
+echo "bench smoke: 10 passed, 0 failed"

@@ -83,6 +83,96 @@ pub enum Reader {
     Stalled,
 }
 
+/// The server's answer to the hello (topic `rohrpost.welcome`; with `--legacy` only `session`).
+#[derive(Debug, Clone, Default)]
+pub struct Welcome {
+    /// The worker's SockJS URL (from `/connect`).
+    pub worker: String,
+    pub session: String,
+    pub resume: String,
+    pub resumed: bool,
+    pub whitelist: Vec<String>,
+}
+
+impl Welcome {
+    fn read(message: &str, legacy: bool) -> Option<Welcome> {
+        if legacy {
+            let session = message.strip_prefix("ok:")?.to_string();
+            return Some(Welcome {
+                session,
+                ..Welcome::default()
+            });
+        }
+        let v: Value = serde_json::from_str(message).ok()?;
+        if v["topic"] != "rohrpost.welcome" {
+            return None;
+        }
+        let data = &v["data"];
+        Some(Welcome {
+            worker: String::new(),
+            session: data["session"].as_str()?.to_string(),
+            resume: data["resume"].as_str().unwrap_or("").to_string(),
+            resumed: data["resumed"].as_bool().unwrap_or(false),
+            whitelist: data["whitelist"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|p| p.as_str().map(str::to_string))
+                .collect(),
+        })
+    }
+}
+
+/// Opens a session's framed websocket on the worker `/connect` names and says hello, resuming
+/// the session of `resume` (a welcome's token) if given: the connection and the welcome.
+pub async fn dial(
+    client: &awc::Client,
+    main: &str,
+    legacy: bool,
+    resume: Option<&str>,
+) -> Result<
+    (
+        impl futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>>
+            + futures_util::Sink<Message, Error = awc::error::WsProtocolError>
+            + Unpin,
+        Welcome,
+    ),
+    BenchError,
+> {
+    let url = connect_url(client, main).await?;
+    let sid = format!("{:016x}", rand::random::<u64>());
+    let ws_url = format!("{}/000/{sid}/websocket", url.replacen("http", "ws", 1));
+    let (_res, mut conn) = client
+        .ws(ws_url)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .map_err(|e| BenchError::Server(format!("websocket: {e}")))?;
+    // The open frame, then the handshake.
+    expect_text(&mut conn, |t| t == "o").await?;
+    let hello = match (legacy, resume) {
+        (true, _) => format!("bench{sid}"),
+        (false, Some(token)) => serde_json::json!({"hello": 1, "resume": token}).to_string(),
+        (false, None) => "{\"hello\":1}".to_string(),
+    };
+    let frame = serde_json::to_string(&[hello]).unwrap_or_default();
+    conn.send(Message::Text(frame.into()))
+        .await
+        .map_err(|e| BenchError::Server(format!("send hello: {e}")))?;
+    let answer = expect_text(&mut conn, |t| t.starts_with("a[")).await?;
+    let welcome = frame_messages(&answer)
+        .iter()
+        .find_map(|m| Welcome::read(m, legacy))
+        .ok_or_else(|| BenchError::Server(format!("no welcome: {answer}")))?;
+    Ok((
+        conn,
+        Welcome {
+            worker: url,
+            ..welcome
+        },
+    ))
+}
+
 /// Opens one session and starts its reader; deliveries go to `tally`.
 pub async fn open(
     client: &awc::Client,
@@ -91,43 +181,7 @@ pub async fn open(
     reader: Reader,
     tally: Rc<RefCell<Tally>>,
 ) -> Result<Session, BenchError> {
-    let url = connect_url(client, main).await?;
-    let sid = format!("{:016x}", rand::random::<u64>());
-    let ws_url = format!("{}/000/{sid}/websocket", url.replacen("http", "ws", 1));
-    let (_res, conn) = client
-        .ws(ws_url)
-        .max_frame_size(1 << 20)
-        .connect()
-        .await
-        .map_err(|e| BenchError::Server(format!("websocket: {e}")))?;
-    let mut conn = conn;
-    // The open frame, then the handshake.
-    expect_text(&mut conn, |t| t == "o").await?;
-    let hello = if legacy {
-        serde_json::to_string(&[format!("bench{sid}")])
-    } else {
-        serde_json::to_string(&["{\"hello\":1}"])
-    }
-    .unwrap_or_default();
-    conn.send(Message::Text(hello.into()))
-        .await
-        .map_err(|e| BenchError::Server(format!("send hello: {e}")))?;
-    let mut id = String::new();
-    let welcome = expect_text(&mut conn, |t| t.starts_with("a[")).await?;
-    for message in frame_messages(&welcome) {
-        if legacy {
-            if let Some(rest) = message.strip_prefix("ok:") {
-                id = rest.to_string();
-            }
-        } else if let Ok(v) = serde_json::from_str::<Value>(&message) {
-            if v["topic"] == "rohrpost.welcome" {
-                id = v["data"]["session"].as_str().unwrap_or("").to_string();
-            }
-        }
-    }
-    if id.is_empty() {
-        return Err(BenchError::Server(format!("no welcome: {welcome}")));
-    }
+    let (mut conn, _welcome) = dial(client, main, legacy, None).await?;
     let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<Message>();
     if reader == Reader::Stalled {
         actix_rt::spawn(async move {
@@ -207,7 +261,7 @@ where
 }
 
 /// The messages of an `a[...]` frame.
-fn frame_messages(frame: &str) -> Vec<String> {
+pub fn frame_messages(frame: &str) -> Vec<String> {
     serde_json::from_str(frame.get(1..).unwrap_or("[]")).unwrap_or_default()
 }
 

@@ -10,6 +10,9 @@
 //!   embedded broker (`--local-broker`) counts them.
 //! - `http`: K round trips per session through an HTTP topic to a minimal backend the bench
 //!   serves on `--backend` (the server's `[[http_topics]]` rule must point there).
+//! - `soak`: `--duration` of mixed traffic (churn, resumes, fan-out, HTTP topics, a staged
+//!   restart every `--restart-every`) while the server's RSS and open files are sampled; fails
+//!   unless both end bounded and nothing was lost (see `soak.rs`).
 //!
 //! Every run is bounded by `--timeout` and by its counts. The bench raises its own open-file
 //! limit to fit the sessions, and with `--src-ips 127.0.0.2-127.0.0.30` binds client sockets
@@ -21,6 +24,7 @@ mod addresses;
 mod client;
 mod processes;
 mod scenarios;
+mod soak;
 mod system;
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -43,6 +47,7 @@ pub enum Scenario {
     Fanout,
     Inbound,
     Http,
+    Soak,
 }
 
 /// The options of `rohrpost bench`.
@@ -115,6 +120,24 @@ pub struct BenchArgs {
     /// Use the Rohrpost 0.x handshake (needs `compat.legacy_handshake` on the server).
     #[arg(long)]
     pub legacy: bool,
+    /// How long the soak runs (soak).
+    #[arg(long, default_value = "30m", value_parser = humantime::parse_duration)]
+    pub duration: Duration,
+    /// A staged restart (`POST /api/restart`) this often (soak).
+    #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+    pub restart_every: Duration,
+    /// Server RSS and open files are sampled this often (soak).
+    #[arg(long, default_value = "30s", value_parser = humantime::parse_duration)]
+    pub sample_every: Duration,
+    /// Sessions that leave or reconnect per second (soak; default: 1 % of `-n`, at least 1).
+    #[arg(long)]
+    pub churn: Option<usize>,
+    /// HTTP-topic round trips started per second (soak).
+    #[arg(long, default_value_t = 20.0)]
+    pub http_rate: f64,
+    /// The HTTP topic (soak; the server's `[[http_topics]]` rule must point at `--backend`).
+    #[arg(long, default_value = "anonym.http")]
+    pub http_topic: String,
 }
 
 /// Microseconds since the Unix epoch (sender and receivers share the machine's clock).

@@ -50,6 +50,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Fanout => fanout(&args, &clients, &server, deadline).await?,
         Scenario::Inbound => inbound(&args, &clients, &server, deadline).await?,
         Scenario::Http => round_trips(&args, &clients, &server, deadline).await?,
+        Scenario::Soak => return super::soak::soak(&args, &clients).await,
     };
     println!("{report}");
     print_table(&report);
@@ -57,7 +58,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
 }
 
 /// HTTP clients, one per source address (`--src-ips`), or one using the kernel's choice.
-struct Clients(Vec<awc::Client>);
+pub(super) struct Clients(Vec<awc::Client>);
 
 impl Clients {
     fn new(args: &BenchArgs) -> Result<Clients, BenchError> {
@@ -90,12 +91,12 @@ impl Clients {
         }))
     }
 
-    fn first(&self) -> &awc::Client {
+    pub(super) fn first(&self) -> &awc::Client {
         &self.0[0]
     }
 
     /// The client of the `i`th session (round-robin over the source addresses).
-    fn nth(&self, i: usize) -> &awc::Client {
+    pub(super) fn nth(&self, i: usize) -> &awc::Client {
         &self.0[i % self.0.len()]
     }
 }
@@ -189,13 +190,13 @@ async fn child(args: &BenchArgs, clients: &Clients, deadline: Instant) -> Result
 }
 
 /// Publishes one timestamped message on the topic, through Redis or the server API.
-struct Publisher {
+pub(super) struct Publisher {
     redis: Option<redis::aio::MultiplexedConnection>,
     api_key: Option<String>,
 }
 
 impl Publisher {
-    async fn new(args: &BenchArgs) -> Result<Publisher, BenchError> {
+    pub(super) async fn new(args: &BenchArgs) -> Result<Publisher, BenchError> {
         let redis = match &args.redis {
             Some(url) => Some(
                 redis::Client::open(url.as_str())
@@ -219,7 +220,7 @@ impl Publisher {
         })
     }
 
-    async fn publish(&mut self, http: &awc::Client, args: &BenchArgs, i: i64) -> bool {
+    pub(super) async fn publish(&mut self, http: &awc::Client, args: &BenchArgs, i: i64) -> bool {
         let mut data = json!({"t": now_us(), "i": i});
         if args.payload > 0 {
             data["pad"] = json!("x".repeat(args.payload));
@@ -463,20 +464,7 @@ async fn round_trips(
     server: &[u32],
     deadline: Instant,
 ) -> Result<Value, BenchError> {
-    // The minimal backend: answers each message with its own timestamp, to that session.
-    let backend = HttpServer::new(|| {
-        App::new().default_service(web::to(|body: web::Json<Value>| async move {
-            HttpResponse::Ok().json(json!({"data": {"t": body["data"]["t"]}}))
-        }))
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(&args.backend)
-    .map_err(|e| BenchError::Usage(format!("--backend {}: {e}", args.backend)))?
-    .run();
-    let handle = backend.handle();
-    actix_rt::spawn(backend);
-
+    let handle = serve_backend(&args.backend)?;
     let tally = Tally::new();
     let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
     // In waves: every session sends one message and the wave waits for all answers, so that at
@@ -499,6 +487,24 @@ async fn round_trips(
     report["server"] = server_figures(&cpu, server);
     handle.stop(false).await;
     Ok(report)
+}
+
+/// Starts the minimal HTTP backend on `addr`: it answers each message with its own timestamp
+/// (`{"data": {"t": …}}`), which the server delivers to the session that sent it.
+pub(super) fn serve_backend(addr: &str) -> Result<actix_web::dev::ServerHandle, BenchError> {
+    let backend = HttpServer::new(|| {
+        App::new().default_service(web::to(|body: web::Json<Value>| async move {
+            HttpResponse::Ok().json(json!({"data": {"t": body["data"]["t"]}}))
+        }))
+    })
+    .workers(1)
+    .disable_signals()
+    .bind(addr)
+    .map_err(|e| BenchError::Usage(format!("--backend {addr}: {e}")))?
+    .run();
+    let handle = backend.handle();
+    actix_rt::spawn(backend);
+    Ok(handle)
 }
 
 /// Waits until `count()` reaches `expected`, the deadline, or 5 s without progress.
@@ -540,7 +546,7 @@ fn delivery_report(
     })
 }
 
-fn print_table(report: &Value) {
+pub(super) fn print_table(report: &Value) {
     let Some(fields) = report.as_object() else {
         return;
     };

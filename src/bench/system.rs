@@ -1,21 +1,24 @@
 //! What the bench reads off the machine: the server's processes (from its `/health`), their
-//! resident memory and CPU time (from `/proc`).
+//! resident memory, open files and CPU time (from `/proc`).
 
 use serde_json::Value;
 
 use super::BenchError;
 
-/// The supervisor's and its workers' process ids, from the main port's `/health`.
-pub async fn server_pids(http: &awc::Client, main: &str) -> Result<Vec<u32>, BenchError> {
+/// The main port's `/health`: the supervisor's and its workers' state.
+pub async fn health(http: &awc::Client, main: &str) -> Result<Value, BenchError> {
     let mut res = http
         .get(format!("{main}/health"))
         .send()
         .await
         .map_err(|e| BenchError::Server(format!("/health: {e}")))?;
-    let health: Value = res
-        .json()
+    res.json()
         .await
-        .map_err(|e| BenchError::Server(format!("/health: {e}")))?;
+        .map_err(|e| BenchError::Server(format!("/health: {e}")))
+}
+
+/// The process ids a `/health` answer names: the workers' and the supervisor's.
+pub fn pids_in(health: &Value) -> Vec<u32> {
     let mut pids: Vec<u32> = health["workers"]
         .as_array()
         .into_iter()
@@ -24,6 +27,12 @@ pub async fn server_pids(http: &awc::Client, main: &str) -> Result<Vec<u32>, Ben
         .filter_map(|p| u32::try_from(p).ok())
         .collect();
     pids.extend(health["pid"].as_u64().and_then(|p| u32::try_from(p).ok()));
+    pids
+}
+
+/// The supervisor's and its workers' process ids, from the main port's `/health`.
+pub async fn server_pids(http: &awc::Client, main: &str) -> Result<Vec<u32>, BenchError> {
+    let pids = pids_in(&health(http, main).await?);
     if pids.is_empty() {
         return Err(BenchError::Server(
             "/health names no processes (is --url the main port?)".into(),
@@ -43,6 +52,14 @@ pub fn rss_kib(pids: &[u32]) -> u64 {
                 .and_then(|v| v.split_whitespace().next()?.parse::<u64>().ok())
                 .unwrap_or(0)
         })
+        .sum()
+}
+
+/// Open file descriptors of the processes together (entries of `/proc/PID/fd`).
+pub fn open_fds(pids: &[u32]) -> u64 {
+    pids.iter()
+        .filter_map(|pid| std::fs::read_dir(format!("/proc/{pid}/fd")).ok())
+        .map(|entries| entries.count() as u64)
         .sum()
 }
 
