@@ -383,3 +383,63 @@ impl Link {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::{Link, Shared, Welcome};
+    use serde_json::json;
+
+    fn shared() -> Shared {
+        Shared {
+            url: String::new(),
+            api_key: None,
+            topic: "anonym.soak".into(),
+            http_topic: "anonym.http".into(),
+            published: std::cell::Cell::new(4),
+            totals: Default::default(),
+        }
+    }
+
+    fn fanout(i: i64) -> serde_json::Value {
+        json!({"topic": "anonym.soak", "data": {"t": 1, "i": i}})
+    }
+
+    #[test]
+    fn a_connection_owes_every_number_after_its_welcome_and_counts_gaps_and_repeats() {
+        let shared = shared();
+        let mut link = Link::new(Welcome::default(), shared.published.get());
+        for i in [3, 5, 6, 8, 8] {
+            link.take(&fanout(i), &shared);
+        }
+        let t = shared.totals.borrow();
+        // 3 was accepted before the welcome: not owed; 7 is missing; the second 8 repeats.
+        assert_eq!(
+            (t.fanout_delivered, t.fanout_lost, t.fanout_duplicates),
+            (3, 1, 1)
+        );
+    }
+
+    #[test]
+    fn http_answers_and_backend_errors_settle_pending_round_trips_and_grants_extend_the_whitelist()
+    {
+        let shared = shared();
+        let mut link = Link::new(Welcome::default(), -1);
+        link.pending_http = 2;
+        link.take(
+            &json!({"topic": "rohrpost.client.x", "data": {"t": 7}}),
+            &shared,
+        );
+        link.take(
+            &json!({"topic": "rohrpost.error", "data": {"code": "backend_timeout"}}),
+            &shared,
+        );
+        link.take(
+            &json!({"topic": "rohrpost.client.x", "data": {"granted": "soak.s1"}}),
+            &shared,
+        );
+        let t = shared.totals.borrow();
+        assert_eq!((t.http_ok, t.http_errors, t.grants), (1, 1, 1));
+        assert_eq!(link.pending_http, 0);
+        assert_eq!(link.welcome.whitelist, ["soak.s1"]);
+    }
+}
