@@ -12,9 +12,9 @@
 #     mkdir min && cp corpus/T/seed-* min/ && target/x86_64-unknown-linux-gnu/release/T \
 #       -set_cover_merge=1 -use_counters=0 -use_cmp=0 min corpus/T && rm -r corpus/T && mv min corpus/T
 #   (`cargo fuzz cmin T` keeps every input with a new feature, counters included: far more files).
-# - A crash stops that target and leaves its input in
-#   fuzz/artifacts/<target>/ — fix the bug, then copy the input to fuzz/regressions/<target>/,
-#   which `cargo test --release --test fuzz_corpus` replays with the corpus.
+# - A crash stops that target and leaves its input in fuzz/artifacts/<target>/ (reproduce with
+#   `cargo fuzz run -O <target> <file>`); fix the bug, then copy the input to
+#   fuzz/regressions/<target>/, which `cargo test --release --test fuzz_corpus` replays.
 # - libFuzzer's final lines for each target go to fuzz/logs/<target>.log.
 set -euo pipefail
 
@@ -25,15 +25,17 @@ cd "$(dirname "$0")"
 export RUSTC_BOOTSTRAP=1
 
 targets=$(cargo fuzz list)
+# Built once, then run directly: `cargo fuzz run` would rebuild whenever src/ changed meanwhile.
 nice -n 19 cargo fuzz build -O --sanitizer "$sanitizer"
+bin="target/$(rustc -vV | sed -n 's/^host: //p')/release"
 mkdir -p logs
 
 run_one() {
     local target="$1"
-    mkdir -p "corpus/$target"
-    if nice -n 19 cargo fuzz run -O --sanitizer "$sanitizer" "$target" -- \
+    mkdir -p "corpus/$target" "artifacts/$target"
+    if nice -n 19 "$bin/$target" -artifact_prefix="artifacts/$target/" \
         -max_total_time="$seconds" -rss_limit_mb=2048 -max_len=8192 -print_final_stats=1 \
-        >"logs/$target.log" 2>&1; then
+        "corpus/$target" >"logs/$target.log" 2>&1; then
         echo "$target: ok ($(grep -E '^(Done|#[0-9]+.*DONE)' "logs/$target.log" | tail -1))"
     else
         echo "$target: FAILED, see fuzz/logs/$target.log and fuzz/artifacts/$target/"
