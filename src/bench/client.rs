@@ -252,6 +252,9 @@ where
                 if want(&text) {
                     return Ok(text);
                 }
+                if text.starts_with("c[") {
+                    return Err(BenchError::Server(format!("closed by the server: {text}")));
+                }
             }
             Some(Ok(_)) => {}
             Some(Err(e)) => return Err(BenchError::Server(e.to_string())),

@@ -7,7 +7,8 @@
 //!   give `resumed: true` and the whitelist back, including a pattern granted through the
 //!   server API when the session was new).
 //! - Fan-out: numbered messages on `--topic` through the server API (or `--redis`) at `--rate`
-//!   per second (10 by default); a connection may miss none published after its welcome.
+//!   per second (10 by default); a connection may miss none whose publishing started after its
+//!   welcome.
 //! - HTTP topics: `--http-rate` round trips per second through `--http-topic` to the minimal
 //!   backend the bench serves on `--backend`.
 //! - A staged restart (`POST /api/restart`) every `--restart-every`; the sessions it moves
@@ -88,6 +89,7 @@ pub async fn soak(args: &BenchArgs, clients: &Clients) -> anyhow::Result<()> {
         topic: args.topic.clone(),
         http_topic: args.http_topic.clone(),
         published: std::cell::Cell::new(-1),
+        sending: std::cell::Cell::new(-1),
         totals: Default::default(),
     });
     let (orders, tasks) = populate(args, clients, &shared).await;
@@ -254,6 +256,7 @@ async fn publish(
         let mut i = 0;
         while !stop.get() && Instant::now() < until {
             tick.tick().await;
+            shared.sending.set(i);
             if publisher.publish(&http, &args, i).await {
                 shared.published.set(i);
                 i += 1;

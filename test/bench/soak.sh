@@ -25,6 +25,9 @@ SESSIONS="${SESSIONS:-2000}"
 BROKER="${BROKER:-local}"
 PORT="${PORT:-4600}"
 OUT="${OUT:-$ROOT/target/soak.txt}"
+# Client addresses: limits.max_sessions_per_ip (1,000 per address and worker by default) must
+# not refuse the bench's sessions, not even when a staged restart moves them all to one worker.
+SRC_IPS="${SRC_IPS:-127.0.0.2-127.0.0.9}"
 WORK="$(mktemp -d /tmp/rohrpost-soak.XXXXXX)"
 SERVER_PID=""
 
@@ -81,7 +84,7 @@ echo "soak: $SESSIONS sessions for $DURATION, a staged restart every $RESTART_EV
 set +e
 "$BIN" bench soak -n "$SESSIONS" --duration "$DURATION" --restart-every "$RESTART_EVERY" \
   --sample-every "$SAMPLE_EVERY" --rate 10 --http-rate 20 --url "$url" --api-key soak-key \
-  --backend "127.0.0.1:$((PORT + 99))" 2>&1 | tee "$OUT"
+  --backend "127.0.0.1:$((PORT + 99))" --src-ips "$SRC_IPS" 2>&1 | tee "$OUT"
 status=${PIPESTATUS[0]}
 set -e
 echo "soak: server log lines at warn or error: $(grep -cE ' (WARN|ERROR) ' "$WORK/server.log" || true)"

@@ -5,7 +5,7 @@
 //! Everything it sees is counted into the run's [`Totals`].
 //!
 //! Fan-out loss is counted per connection: the publisher numbers its messages, and a connection
-//! must receive every number the server API accepted after the connection's welcome, up to the
+//! must receive every number whose publishing started after the connection's welcome, up to the
 //! last one it received before it closed (or, for a connection still open when the run stops,
 //! up to the last one published).
 
@@ -85,6 +85,9 @@ pub struct Shared {
     pub http_topic: String,
     /// The highest fan-out number the server API has accepted (-1: none yet).
     pub published: Cell<i64>,
+    /// The fan-out number being published now: a connection welcomed while it is in flight is
+    /// owed only the ones after it.
+    pub sending: Cell<i64>,
     pub totals: RefCell<Totals>,
 }
 
@@ -135,7 +138,7 @@ pub async fn run(
                 welcome
             }
         };
-        let mut link = Link::new(welcome, shared.published.get());
+        let mut link = Link::new(welcome, shared.sending.get().max(shared.published.get()));
         let end = link.serve(conn, &mut orders, &shared).await;
         match end {
             End::Leave => {}
@@ -396,6 +399,7 @@ mod tests {
             topic: "anonym.soak".into(),
             http_topic: "anonym.http".into(),
             published: std::cell::Cell::new(4),
+            sending: std::cell::Cell::new(4),
             totals: Default::default(),
         }
     }
