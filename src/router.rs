@@ -22,7 +22,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use log::debug;
 
-use crate::broker::{Broker, BrokerMessage, Subscribe, Unsubscribe};
+use crate::broker::{Broker, BrokerMessage, LinkRestored, Subscribe, Unsubscribe};
 use crate::metrics::{self, DropReason, Path};
 use crate::protocol::{envelope, BackendMessage};
 use crate::sockjs::frames::EncodedMessage;
@@ -68,6 +68,8 @@ impl Deliver {
 pub struct Join {
     pub key: SessionKey,
     pub recipient: Recipient<Deliver>,
+    /// Told when the broker has its server back, to store the session's record again.
+    pub restored: Recipient<LinkRestored>,
     pub patterns: Vec<Pattern>,
 }
 
@@ -99,6 +101,7 @@ pub struct RouterStats {
 
 struct Member {
     recipient: Recipient<Deliver>,
+    restored: Recipient<LinkRestored>,
     patterns: Vec<Pattern>,
 }
 
@@ -164,9 +167,26 @@ impl Handler<Join> for Router {
             msg.key,
             Member {
                 recipient: msg.recipient,
+                restored: msg.restored,
                 patterns,
             },
         );
+    }
+}
+
+/// The broker is back after an outage: every session stores its record again, in case the
+/// server lost them (a restarted Redis without persistence), so that clients can still resume.
+impl Handler<LinkRestored> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _msg: LinkRestored, _ctx: &mut Context<Self>) {
+        log::info!(
+            "broker back: {} sessions store their records again",
+            self.members.len()
+        );
+        for member in self.members.values() {
+            member.restored.do_send(LinkRestored);
+        }
     }
 }
 
@@ -310,6 +330,12 @@ mod tests {
             self.0.borrow_mut().push(d.topic().to_string());
         }
     }
+    impl Handler<LinkRestored> for Inbox {
+        type Result = ();
+        fn handle(&mut self, _: LinkRestored, _: &mut Context<Self>) {
+            self.0.borrow_mut().push("(restored)".to_string());
+        }
+    }
 
     fn pat(s: &str) -> Pattern {
         Pattern::parse(s, 256).unwrap()
@@ -339,6 +365,7 @@ mod tests {
             router.do_send(Join {
                 key,
                 recipient: inbox.clone().recipient(),
+                restored: inbox.clone().recipient(),
                 patterns: vec![pat("a.*")],
             });
         }
@@ -367,7 +394,8 @@ mod tests {
         let inbox = Inbox(got.clone()).start();
         router.do_send(Join {
             key: 1,
-            recipient: inbox.recipient(),
+            recipient: inbox.clone().recipient(),
+            restored: inbox.recipient(),
             patterns: vec![pat("x.*"), pat("x.y"), pat("*")],
         });
         // The broker delivers once per matching subscription.
@@ -379,6 +407,26 @@ mod tests {
     }
 
     #[actix_rt::test]
+    async fn a_restored_broker_reaches_every_session_once() {
+        let broker = Broker::of(&FakeBroker(Rc::default()).start());
+        let router = Router::new(broker).start();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let inbox = Inbox(got.clone()).start();
+        for key in [1, 2, 3] {
+            router.do_send(Join {
+                key,
+                recipient: inbox.clone().recipient(),
+                restored: inbox.clone().recipient(),
+                patterns: vec![pat("t")],
+            });
+        }
+        router.do_send(Leave { key: 2 });
+        router.do_send(LinkRestored);
+        settle().await;
+        assert_eq!(*got.borrow(), vec!["(restored)", "(restored)"]);
+    }
+
+    #[actix_rt::test]
     async fn client_messages_and_non_objects_never_reach_sessions() {
         let broker = Broker::of(&FakeBroker(Rc::default()).start());
         let router = Router::new(broker).start();
@@ -386,7 +434,8 @@ mod tests {
         let inbox = Inbox(got.clone()).start();
         router.do_send(Join {
             key: 1,
-            recipient: inbox.recipient(),
+            recipient: inbox.clone().recipient(),
+            restored: inbox.recipient(),
             patterns: vec![pat("t")],
         });
         publish(&router, "t", "t", r#"{"data":1,"fromClient":true}"#);
@@ -405,7 +454,8 @@ mod tests {
         let inbox = Inbox(Rc::default()).start();
         router.do_send(Join {
             key: 1,
-            recipient: inbox.recipient(),
+            recipient: inbox.clone().recipient(),
+            restored: inbox.recipient(),
             patterns: vec![pat("anonym.*")],
         });
         router.do_send(SetPatterns {

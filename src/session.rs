@@ -19,7 +19,7 @@ use log::{debug, info};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::broker::{Broker, Cluster, LoadSession, Publish, StoreSession};
+use crate::broker::{Broker, Cluster, LinkRestored, LoadSession, Publish, StoreSession};
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
 use crate::metrics::{self, DropReason, Path};
@@ -284,10 +284,11 @@ impl RohrpostSession {
             _ => Vec::new(),
         };
         let session = Established::new(id, record, self.settings());
-        let recipient = s.context().address().recipient();
+        let address = s.context().address();
         self.services.router.do_send(Join {
             key: self.key,
-            recipient,
+            recipient: address.clone().recipient(),
+            restored: address.recipient(),
             patterns: session.patterns(),
         });
         if legacy {
@@ -641,6 +642,15 @@ impl Handler<PublishFailed> for Session<RohrpostSession> {
 }
 
 /// Backend messages handed over by the topic router.
+/// The broker is back after an outage: store the record again (the server may have lost it).
+impl Handler<LinkRestored> for Session<RohrpostSession> {
+    type Result = ();
+
+    fn handle(&mut self, _msg: LinkRestored, ctx: &mut Context<Self>) {
+        self.with_handler(ctx, |h, s| h.save(s));
+    }
+}
+
 impl Handler<Deliver> for Session<RohrpostSession> {
     type Result = ();
 

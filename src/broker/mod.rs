@@ -105,6 +105,18 @@ where
     })
 }
 
+/// The broker has its server back after losing it. A server that restarted may have lost every
+/// session record (Redis without persistence), so each live session stores its record again:
+/// the broker tells the router, the router tells every session.
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct LinkRestored;
+
+/// Asks a broker to tell `0` about every [`LinkRestored`] from now on.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct WatchRestored(pub Recipient<LinkRestored>);
+
 /// Adds a subscription (idempotent; the router reference-counts).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]

@@ -20,7 +20,7 @@ use log::{info, warn};
 
 use crate::broker::local::LocalBroker;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, Cluster, IsConnected, SharedSecret};
+use crate::broker::{Broker, Cluster, IsConnected, SharedSecret, WatchRestored};
 use crate::config::{BrokerKind, Config};
 use crate::http_backend::HttpBackend;
 use crate::resume::{new_secret, TokenKey};
@@ -37,15 +37,18 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     // context first and hand its address to the broker.
     let ctx = Context::<Router>::new();
     let deliver = ctx.address().recipient();
+    let restored = WatchRestored(ctx.address().recipient());
     let (broker, cluster) = match config.broker.kind {
         BrokerKind::Redis => {
             let redis = RedisBroker::start(&config.broker.redis_url, deliver)?;
+            redis.do_send(restored);
             (Broker::of(&redis), Some(Cluster::of(&redis)))
         }
-        BrokerKind::Local => (
-            Broker::of(&LocalBroker::start(&config.broker.socket, deliver)),
-            None,
-        ),
+        BrokerKind::Local => {
+            let local = LocalBroker::start(&config.broker.socket, deliver);
+            local.do_send(restored);
+            (Broker::of(&local), None)
+        }
     };
     let router = ctx.run(Router::new(broker.clone()));
     wait_connected(&broker).await;

@@ -44,7 +44,10 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::{open, write_requests, Opened};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
-use crate::broker::{backoff, detached, BrokerError, BrokerMessage, LinkLost, COMMAND_TIMEOUT};
+use crate::broker::{
+    backoff, detached, BrokerError, BrokerMessage, LinkLost, LinkRestored, WatchRestored,
+    COMMAND_TIMEOUT,
+};
 use crate::topics::Pattern;
 
 mod handlers;
@@ -99,6 +102,14 @@ impl Drop for Connected {
     }
 }
 
+impl Handler<WatchRestored> for LocalBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchRestored, _ctx: &mut Context<Self>) {
+        self.restored = Some(msg.0);
+    }
+}
+
 impl Handler<LinkLost> for LocalBroker {
     type Result = ();
 
@@ -125,6 +136,8 @@ enum Link {
 pub struct LocalBroker {
     path: PathBuf,
     deliver: Recipient<BrokerMessage>,
+    /// Told when the server is back after an outage ([`WatchRestored`]).
+    restored: Option<Recipient<LinkRestored>>,
     /// The subscriptions asked for, by pattern text (the form messages name them in).
     wanted: HashMap<String, Pattern>,
     link: Link,
@@ -140,6 +153,7 @@ impl LocalBroker {
         Actor::start(LocalBroker {
             path: path.to_owned(),
             deliver,
+            restored: None,
             wanted: HashMap::new(),
             link: Link::Down {
                 since: Instant::now(),
@@ -213,6 +227,11 @@ impl LocalBroker {
                 since.elapsed().as_millis()
             ),
             _ => log::info!("local broker connected path={path} subscriptions={subscriptions}"),
+        }
+        if generation > 1 {
+            if let Some(restored) = &self.restored {
+                restored.do_send(LinkRestored);
+            }
         }
         // Subscriptions changed while connecting are caught up now.
         self.sync(ctx);

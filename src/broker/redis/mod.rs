@@ -48,8 +48,8 @@ use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
 use super::{
     backoff, detached, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LinkLost,
-    LoadSession, Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe, Withdraw,
-    COMMAND_TIMEOUT, HEALTH_CHECK_EVERY,
+    LinkRestored, LoadSession, Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe,
+    WatchRestored, Withdraw, COMMAND_TIMEOUT, HEALTH_CHECK_EVERY,
 };
 use crate::topics::Pattern;
 
@@ -164,6 +164,8 @@ pub struct RedisBroker {
     /// Where Redis is, for logs and errors: `host:port/db`, never the password.
     target: String,
     deliver: Recipient<BrokerMessage>,
+    /// Told when the server is back after an outage ([`WatchRestored`]).
+    restored: Option<Recipient<LinkRestored>>,
     wanted: HashMap<RedisSub, Pattern>,
     link: Link,
     generation: u64,
@@ -184,6 +186,7 @@ impl RedisBroker {
             target: log_target(&client),
             client,
             deliver,
+            restored: None,
             wanted: HashMap::new(),
             link: Link::Down {
                 since: Instant::now(),
@@ -237,6 +240,11 @@ impl RedisBroker {
                 "redis connected addr={} subscriptions={subscriptions}",
                 self.target
             ),
+        }
+        if generation > 1 {
+            if let Some(restored) = &self.restored {
+                restored.do_send(LinkRestored);
+            }
         }
         // Subscriptions changed while connecting are caught up now.
         self.sync(ctx);
@@ -411,6 +419,14 @@ impl RedisBroker {
         let generation = connected.generation;
         let answer = bounded(what, request(connected.commands.clone()));
         detached(ctx.address(), generation, answer)
+    }
+}
+
+impl Handler<WatchRestored> for RedisBroker {
+    type Result = ();
+
+    fn handle(&mut self, msg: WatchRestored, _ctx: &mut Context<Self>) {
+        self.restored = Some(msg.0);
     }
 }
 
