@@ -155,6 +155,14 @@ fn image_steps_run_by_hand_serve_and_drain() {
         .status()
         .unwrap();
 
+    // Its temporary directory (the embedded broker's socket goes there) exists before it starts.
+    std::fs::create_dir_all(root.path().join("tmp")).unwrap();
+    Command::new("chmod")
+        .args(["1777"])
+        .arg(root.path().join("tmp"))
+        .status()
+        .unwrap();
+
     // The image's command, as an unprivileged user when this test runs as root.
     let main_port = free_block();
     let mut command = if is_root() {
@@ -185,12 +193,6 @@ fn image_steps_run_by_hand_serve_and_drain() {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap();
-    std::fs::create_dir_all(root.path().join("tmp")).unwrap();
-    Command::new("chmod")
-        .args(["1777"])
-        .arg(root.path().join("tmp"))
-        .status()
         .unwrap();
 
     // The HEALTHCHECK command, pointed at this main port.
