@@ -41,6 +41,26 @@ pub fn render(config: &WorkerConfig, tweaks: &[Tweak]) -> String {
     toml::to_string(&file).expect("the tweaked config renders as TOML")
 }
 
+/// The binary run in `dir` with only the configuration it is given (no `ROHRPOST_CONFIG` or
+/// `ROHRPOST__*` from the test's environment), logging at info to `dir/<log>`.
+pub fn rohrpost_command(dir: &std::path::Path, log: &str) -> Command {
+    let log = File::create(dir.join(log)).expect("create the log file");
+    let mut command = Command::new(BIN);
+    command
+        .current_dir(dir)
+        .env_remove("ROHRPOST_CONFIG")
+        .env("RUST_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    for (name, _) in std::env::vars_os() {
+        if name.to_string_lossy().starts_with("ROHRPOST__") {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
 /// A `rohrpost worker` process, killed on drop (its log tail printed if the test failed).
 pub struct FaultWorker {
     child: Child,
@@ -73,22 +93,10 @@ impl FaultWorker {
         let path = dir.path().join("rohrpost.toml");
         std::fs::write(&path, render(config, tweaks)).expect("write the config file");
         let port = free_port();
-        let log = File::create(dir.path().join("worker.log")).expect("create the worker log");
-        let mut command = Command::new(BIN);
+        let mut command = rohrpost_command(dir.path(), "worker.log");
         command
             .args(["worker", "--port", &port.to_string(), "--config"])
-            .arg(&path)
-            .current_dir(dir.path())
-            .env_remove("ROHRPOST_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ROHRPOST__") {
-                command.env_remove(name);
-            }
-        }
+            .arg(&path);
         let child = command.spawn().expect("spawn the rohrpost binary");
         let mut worker = FaultWorker { child, port, dir };
         worker.wait_ready().await;

@@ -4,17 +4,15 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::fs::File;
 use std::net::TcpListener;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tempfile::TempDir;
 
 use crate::client::http;
-use crate::common::BIN;
-use crate::process::{alive, signal};
+use crate::process::{alive, rohrpost_command, signal};
 
 /// The server API's key in these tests.
 const API_KEY: &str = "faults-api-key";
@@ -91,21 +89,8 @@ impl Supervisor {
         });
         let config = toml::to_string(&config).expect("the supervisor config renders as TOML");
         std::fs::write(dir.path().join("rohrpost.toml"), config).expect("write the config");
-        let log = File::create(dir.path().join("supervisor.log")).expect("create the log");
-        let mut command = Command::new(BIN);
-        command
-            .args(["--config", "rohrpost.toml"])
-            .current_dir(dir.path())
-            .env_remove("ROHRPOST_CONFIG")
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(log);
-        for (name, _) in std::env::vars_os() {
-            if name.to_string_lossy().starts_with("ROHRPOST__") {
-                command.env_remove(name);
-            }
-        }
+        let mut command = rohrpost_command(dir.path(), "supervisor.log");
+        command.args(["--config", "rohrpost.toml"]);
         let supervisor = Supervisor {
             child: command.spawn().expect("spawn the supervisor"),
             main_port,

@@ -209,15 +209,7 @@ impl Collector {
     /// Subscribes to `channel` on the Redis at `url` (live on return) and counts every client
     /// message seen into `arrivals`.
     pub async fn start(url: &str, channel: &str, arrivals: Arrivals) -> Collector {
-        let client = redis::Client::open(url).expect("the Redis URL parses");
-        let mut pubsub = actix_rt::time::timeout(WAIT, client.get_async_pubsub())
-            .await
-            .expect("Redis pub/sub connection within the time limit")
-            .expect("Redis pub/sub connection");
-        actix_rt::time::timeout(WAIT, pubsub.subscribe(channel))
-            .await
-            .expect("SUBSCRIBE within the time limit")
-            .expect("SUBSCRIBE");
+        let pubsub = crate::broker::redis_pubsub(url, channel).await;
         let task = actix_rt::spawn(async move {
             let mut messages = pubsub.into_on_message();
             while let Some(message) = messages.next().await {

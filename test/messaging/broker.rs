@@ -249,6 +249,20 @@ enum Stream {
     Local(local::Payloads),
 }
 
+/// A Redis pub/sub connection to `url` subscribed to `channel` (live on return).
+pub async fn redis_pubsub(url: &str, channel: &str) -> redis::aio::PubSub {
+    let client = redis::Client::open(url).expect("the Redis URL parses");
+    let mut pubsub = actix_rt::time::timeout(WAIT, client.get_async_pubsub())
+        .await
+        .expect("Redis pub/sub connection within the time limit")
+        .expect("Redis pub/sub connection");
+    actix_rt::time::timeout(WAIT, pubsub.subscribe(channel))
+        .await
+        .expect("SUBSCRIBE within the time limit")
+        .expect("SUBSCRIBE");
+    pubsub
+}
+
 impl Subscription {
     /// Subscribes to `channel` on the shared Redis; the subscription is live on return.
     #[allow(dead_code)] // used by test/restarts.rs
@@ -258,15 +272,7 @@ impl Subscription {
 
     /// Subscribes to `channel` on the Redis at `url`; the subscription is live on return.
     pub async fn redis(url: &str, channel: &str) -> Subscription {
-        let client = redis::Client::open(url).expect("the Redis URL parses");
-        let mut pubsub = actix_rt::time::timeout(WAIT, client.get_async_pubsub())
-            .await
-            .expect("Redis pub/sub connection within the time limit")
-            .expect("Redis pub/sub connection");
-        actix_rt::time::timeout(WAIT, pubsub.subscribe(channel))
-            .await
-            .expect("SUBSCRIBE within the time limit")
-            .expect("SUBSCRIBE");
+        let pubsub = redis_pubsub(url, channel).await;
         Subscription {
             stream: Stream::Redis(pubsub.into_on_message()),
         }

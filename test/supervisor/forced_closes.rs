@@ -6,22 +6,15 @@ use serde_json::json;
 use crate::client::{Client, Event};
 use crate::common::WAIT;
 use crate::main_port::{wait_counter, worker_ws_url};
-use crate::ports::PortBlock;
 use crate::process::{Options, Supervisor};
 
 #[actix_rt::test]
 async fn a_flooding_client_is_closed_with_1008_and_counted() {
-    let options = Options {
-        workers: 1,
+    let (sup, port) = Supervisor::start_one(Options {
         extra_config: "[limits]\nmessages_per_second = 1\nburst = 5\n",
         ..Options::default()
-    };
-    let sup = Supervisor::start(options, PortBlock::find(1)).await;
-    let port = sup
-        .wait_for("the worker ready", |h| h.all_ready_in(1))
-        .await
-        .workers[0]
-        .port;
+    })
+    .await;
     let (mut flooder, _) = Client::new_session(&worker_ws_url(port)).await;
     let (mut bystander, _) = Client::new_session(&worker_ws_url(port)).await;
 

@@ -80,6 +80,22 @@ impl Supervisor {
         supervisor
     }
 
+    /// Starts a supervisor of one worker with `options` (its `workers` ignored) and waits until
+    /// the worker is ready; the worker's port.
+    pub async fn start_one(options: Options) -> (Supervisor, u16) {
+        let options = Options {
+            workers: 1,
+            ..options
+        };
+        let supervisor = Supervisor::start(options, PortBlock::find(1)).await;
+        let port = supervisor
+            .wait_for("the worker ready", |h| h.all_ready_in(1))
+            .await
+            .workers[0]
+            .port;
+        (supervisor, port)
+    }
+
     /// Starts a supervisor on `ports` and waits until its main port answers `/health`.
     pub async fn start(options: Options, ports: PortBlock) -> Supervisor {
         let dir = tempfile::tempdir().expect("temporary directory");

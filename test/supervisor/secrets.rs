@@ -11,7 +11,6 @@ use serde_json::json;
 use crate::client::{http, Client};
 use crate::common::{BIN, WAIT};
 use crate::main_port::{api_restart, worker_ws_url};
-use crate::ports::PortBlock;
 use crate::process::{Options, Supervisor, API_KEY, SECRET};
 
 /// `POST /api/publish` with `authorization`; the status.
@@ -35,17 +34,11 @@ fn lines_with<'a>(haystack: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[actix_rt::test]
 async fn keys_secrets_and_resume_tokens_are_never_logged_or_shown() {
-    let options = Options {
-        workers: 1,
+    let (sup, port) = Supervisor::start_one(Options {
         log_filter: Some("debug"),
         ..Options::default()
-    };
-    let sup = Supervisor::start(options, PortBlock::find(1)).await;
-    let port = sup
-        .wait_for("the worker ready", |h| h.all_ready_in(1))
-        .await
-        .workers[0]
-        .port;
+    })
+    .await;
 
     // The server API with the right key, a wrong one, one that is the key with more after it,
     // and one that is a prefix of it.

@@ -14,7 +14,6 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use crate::client::{http, Client, Event};
 use crate::common::WAIT;
 use crate::main_port::{get, wait_counter, worker_ws_url};
-use crate::ports::PortBlock;
 use crate::process::{Options, Supervisor};
 
 /// The caps, and HTTP sessions that outlive their first poll for the whole test.
@@ -77,17 +76,11 @@ async fn framed_websocket_first_frame(port: u16, session: &str) -> String {
 
 #[actix_rt::test]
 async fn sessions_beyond_the_caps_are_refused_with_1013_and_connect_says_503() {
-    let options = Options {
-        workers: 1,
+    let (sup, worker) = Supervisor::start_one(Options {
         extra_config: CAPS,
         ..Options::default()
-    };
-    let sup = Supervisor::start(options, PortBlock::find(1)).await;
-    let worker = sup
-        .wait_for("the worker ready", |h| h.all_ready_in(1))
-        .await
-        .workers[0]
-        .port;
+    })
+    .await;
     let local = Ipv4Addr::new(127, 0, 0, 1);
 
     // 127.0.0.1 may hold two sessions; every further one is refused, in every transport.
