@@ -82,7 +82,7 @@ struct Counters {
     backend_errors: AtomicU64,
     drops: [AtomicU64; 5],
     forced_closes: [AtomicU64; 2],
-    refused_sessions: [AtomicU64; 2],
+    refused_sessions: [AtomicU64; 3],
     /// Cumulative-free bucket counts (`+Inf` last), the sum in microseconds, and the count.
     http_latency: [AtomicU64; 13],
     http_latency_sum_us: AtomicU64,
@@ -98,7 +98,7 @@ static COUNTERS: Counters = Counters {
     backend_errors: AtomicU64::new(0),
     drops: [const { AtomicU64::new(0) }; 5],
     forced_closes: [const { AtomicU64::new(0) }; 2],
-    refused_sessions: [const { AtomicU64::new(0) }; 2],
+    refused_sessions: [const { AtomicU64::new(0) }; 3],
     http_latency: [const { AtomicU64::new(0) }; 13],
     http_latency_sum_us: AtomicU64::new(0),
     http_latency_count: AtomicU64::new(0),

@@ -5,15 +5,23 @@
 //! websocket transport, or by the registry beside the HTTP session) and gives its place back when
 //! dropped. A refused client gets a SockJS close frame `c[1013,"..."]` in its transport's framing:
 //! "Try Again Later", which clients take as a reason to back off, not to reconnect at once.
+//!
+//! Once the endpoint drains (a worker about to restart closes every session with
+//! `1012 Service Restart`), it admits nobody: a client that was handed this worker just before
+//! the drain and arrives after it gets `c[1012,"Service Restart"]` too, and goes elsewhere,
+//! instead of opening a session that the drain has already passed by.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crate::metrics;
 
-/// Close code of a refused session ("Try Again Later").
+/// Close code of a session refused for a cap ("Try Again Later").
 pub const REFUSED_CODE: u16 = 1013;
+/// Close code of a session refused while draining ("Service Restart").
+pub const DRAINING_CODE: u16 = 1012;
 
 /// Why a new session was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -24,16 +32,28 @@ pub enum Refusal {
     /// `limits.max_sessions_per_ip` sessions are open from the client's address.
     #[error("Too many sessions from your address; close some and try again later")]
     AddressFull,
+    /// The endpoint is draining before a restart.
+    #[error("Service Restart")]
+    Draining,
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 2] = [Refusal::WorkerFull, Refusal::AddressFull];
+    pub const ALL: [Refusal; 3] = [Refusal::WorkerFull, Refusal::AddressFull, Refusal::Draining];
 
     /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::WorkerFull => "worker_full",
             Refusal::AddressFull => "address_full",
+            Refusal::Draining => "draining",
+        }
+    }
+
+    /// The close code the client sees.
+    pub fn code(self) -> u16 {
+        match self {
+            Refusal::Draining => DRAINING_CODE,
+            Refusal::WorkerFull | Refusal::AddressFull => REFUSED_CODE,
         }
     }
 
@@ -54,6 +74,7 @@ pub struct Admission {
     max_total: usize,
     max_per_address: usize,
     counts: Mutex<Counts>,
+    draining: AtomicBool,
 }
 
 impl Admission {
@@ -62,6 +83,7 @@ impl Admission {
             max_total,
             max_per_address,
             counts: Mutex::new(Counts::default()),
+            draining: AtomicBool::new(false),
         })
     }
 
@@ -74,7 +96,9 @@ impl Admission {
     /// counts), or why not. Refusals are counted in the metrics.
     pub fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Pass, Refusal> {
         let mut counts = self.counts();
-        let refusal = if counts.total >= self.max_total {
+        let refusal = if self.draining.load(Ordering::Relaxed) {
+            Some(Refusal::Draining)
+        } else if counts.total >= self.max_total {
             Some(Refusal::WorkerFull)
         } else if address.is_some_and(|a| {
             counts.per_address.get(&a).copied().unwrap_or(0) >= self.max_per_address
@@ -96,6 +120,11 @@ impl Admission {
             admission: self.clone(),
             address,
         })
+    }
+
+    /// From now on, admits nobody ([`Refusal::Draining`]).
+    pub fn drain(&self) {
+        self.draining.store(true, Ordering::Relaxed);
     }
 
     /// Sessions holding a pass.
@@ -178,6 +207,21 @@ mod tests {
         drop(passes);
         assert_eq!(admission.open(), 0);
         assert!(admission.counts().per_address.is_empty());
+    }
+
+    #[test]
+    fn a_draining_endpoint_admits_nobody() {
+        let admission = Admission::new(10, 10);
+        let held = admission.admit(ip(1)).unwrap();
+        admission.drain();
+        let refusal = admission.admit(ip(2)).unwrap_err();
+        assert_eq!(refusal, Refusal::Draining);
+        assert_eq!(
+            (refusal.code(), refusal.reason().as_str()),
+            (1012, "Service Restart")
+        );
+        drop(held);
+        assert_eq!(admission.admit(None).unwrap_err(), Refusal::Draining);
     }
 
     #[test]

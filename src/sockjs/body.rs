@@ -17,7 +17,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use futures_util::Stream;
 use log::debug;
 
-use super::admission::REFUSED_CODE;
 use super::frames::{parse_send_body, quote_script, Frame, FrameKind};
 use super::headers;
 use super::receiver::{self, FrameStream, ReceiverKind};
@@ -105,7 +104,7 @@ pub async fn receive(
         Ok(Err(refusal)) => {
             debug!("sockjs session refused session={id} address={address:?}: {refusal}");
             // The channel is new and empty: the close frame fits, and the stream ends after it.
-            let _ = refusal_tx.try_send(Frame::close(REFUSED_CODE, &refusal.reason()));
+            let _ = refusal_tx.try_send(Frame::close(refusal.code(), &refusal.reason()));
         }
         Err(e) => return unavailable(e),
     }

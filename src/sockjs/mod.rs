@@ -164,4 +164,11 @@ impl Endpoint {
         };
         self.inner.registry().send(close).await.unwrap_or(0)
     }
+
+    /// Stops admitting sessions (new ones are refused with `c[1012,"Service Restart"]`), then
+    /// closes every open one with `code` and `reason`; returns how many were told.
+    pub async fn drain(&self, code: u16, reason: &str) -> usize {
+        self.inner.admission.drain();
+        self.close_all(code, reason).await
+    }
 }

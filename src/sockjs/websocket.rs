@@ -15,7 +15,7 @@ use actix_web_actors::ws::{self, CloseCode, CloseReason, HandshakeError};
 use bytes::BytesMut;
 use log::debug;
 
-use super::admission::{Pass, Refusal, REFUSED_CODE};
+use super::admission::{Pass, Refusal};
 use super::frames::{parse_client_payload, Frame, FrameKind};
 use super::headers::TEXT_PLAIN;
 use super::receiver::{self, FrameStream, ReceiverKind};
@@ -106,10 +106,10 @@ impl Actor for WsTransport {
             debug!("websocket session refused session={}: {refusal}", self.id);
             let reason = refusal.reason();
             if self.flavour == Flavour::Framed {
-                ctx.text(Frame::close(REFUSED_CODE, &reason).as_str());
+                ctx.text(Frame::close(refusal.code(), &reason).as_str());
             }
             let close = CloseReason {
-                code: CloseCode::from(REFUSED_CODE),
+                code: CloseCode::from(refusal.code()),
                 description: Some(reason),
             };
             self.start_closing(Some(close), ctx);

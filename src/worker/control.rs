@@ -103,7 +103,7 @@ pub fn start(
                 Some(why) = drain_rx.recv(), if !draining => {
                     draining = true;
                     let (code, reason) = SERVICE_RESTART;
-                    let told = endpoint.close_all(code, reason).await;
+                    let told = endpoint.drain(code, reason).await;
                     info!("worker draining reason={why:?} sessions={told}");
                     let _ = lines.send(encode(&WorkerEvent::Draining { sessions: told }));
                     let endpoint = endpoint.clone();

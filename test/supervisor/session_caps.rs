@@ -1,7 +1,7 @@
-//! `limits.max_sessions_per_worker` and `limits.max_sessions_per_ip`: a worker refuses new
-//! sessions beyond them with a SockJS close frame `c[1013,"..."]` (in whatever transport the
-//! client chose), `/connect` answers 503 while every worker is full, refusals are counted in
-//! `/metrics`, and places come back as sessions end.
+//! Session admission. `limits.max_sessions_per_worker` and `limits.max_sessions_per_ip`: a
+//! worker refuses new sessions beyond them with a SockJS close frame `c[1013,"..."]` (in whatever
+//! transport the client chose), `/connect` answers 503 while every worker is full, refusals are
+//! counted in `/metrics`, and places come back as sessions end. A draining worker admits nobody.
 //!
 //! Clients come from several loopback addresses (127.0.0.1 to 127.0.0.4): the websocket clients
 //! from 127.0.0.1, the others over raw HTTP from a socket bound to their own address.
@@ -13,8 +13,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::client::{http, Client, Event};
 use crate::common::WAIT;
-use crate::main_port::{get, wait_counter, worker_ws_url};
-use crate::process::{Options, Supervisor};
+use crate::main_port::{api_restart, get, wait_counter, worker_ws_url, State};
+use crate::process::{Options, Supervisor, API_KEY};
 
 /// The caps, and HTTP sessions that outlive their first poll for the whole test.
 const CAPS: &str = "[limits]\nmax_sessions_per_worker = 4\nmax_sessions_per_ip = 2\n\n\
@@ -137,4 +137,32 @@ async fn sessions_beyond_the_caps_are_refused_with_1013_and_connect_says_503() {
     assert_eq!(status, 200, "{body}");
     let (_again, welcome) = Client::new_session(&worker_ws_url(worker)).await;
     assert!(!welcome.resumed);
+}
+
+/// A client handed a worker just before it was told to drain, arriving after the drain began,
+/// is not given a session the drain has already passed by (it would be cut at the worker's exit
+/// without a close frame): it gets `1012 Service Restart` like everybody else and goes back to
+/// `/connect`.
+#[actix_rt::test]
+async fn a_draining_worker_sends_late_arrivals_elsewhere_with_1012() {
+    let (sup, worker) = Supervisor::start_one(Options::default()).await;
+    // A client that never answers the close frame keeps the worker draining for a while.
+    let (_held, _) = Client::new_session(&worker_ws_url(worker)).await;
+    assert_eq!(
+        api_restart(&sup, Some(&format!("Bearer {API_KEY}"))).await,
+        202
+    );
+    sup.wait_for("the worker draining", |h| {
+        h.workers[0].state == State::Draining
+    })
+    .await;
+
+    let mut late = Client::connect(&worker_ws_url(worker))
+        .await
+        .expect("the upgrade itself succeeds");
+    assert_eq!(late.next_event(WAIT).await, Some(Event::Closed(Some(1012))));
+    let framed = framed_websocket_first_frame(worker, "late-framed").await;
+    assert_eq!(framed, "c[1012,\"Service Restart\"]");
+    let xhr = xhr_open_from(Ipv4Addr::new(127, 0, 0, 1), worker, "late-xhr").await;
+    assert!(xhr.contains("c[1012,\"Service Restart\"]\n"), "{xhr}");
 }
