@@ -641,7 +641,6 @@ impl Handler<PublishFailed> for Session<RohrpostSession> {
     }
 }
 
-/// Backend messages handed over by the topic router.
 /// The broker is back after an outage: store the record again (the server may have lost it).
 impl Handler<LinkRestored> for Session<RohrpostSession> {
     type Result = ();
@@ -651,6 +650,7 @@ impl Handler<LinkRestored> for Session<RohrpostSession> {
     }
 }
 
+/// Backend messages handed over by the topic router.
 impl Handler<Deliver> for Session<RohrpostSession> {
     type Result = ();
 

@@ -127,11 +127,6 @@ impl Admission {
         self.draining.store(true, Ordering::Relaxed);
     }
 
-    /// Sessions holding a pass.
-    pub fn open(&self) -> usize {
-        self.counts().total
-    }
-
     fn release(&self, address: Option<IpAddr>) {
         let mut counts = self.counts();
         counts.total = counts.total.saturating_sub(1);
@@ -180,9 +175,9 @@ mod tests {
         let a = admission.admit(ip(1)).unwrap();
         let _b = admission.admit(ip(2)).unwrap();
         assert_eq!(admission.admit(ip(3)).unwrap_err(), Refusal::WorkerFull);
-        assert_eq!(admission.open(), 2);
+        assert_eq!(admission.counts().total, 2);
         drop(a);
-        assert_eq!(admission.open(), 1);
+        assert_eq!(admission.counts().total, 1);
         assert!(admission.admit(ip(3)).is_ok());
     }
 
@@ -205,7 +200,7 @@ mod tests {
         let passes: Vec<Pass> = (1..=5).map(|i| admission.admit(ip(i)).unwrap()).collect();
         assert_eq!(admission.counts().per_address.len(), 5);
         drop(passes);
-        assert_eq!(admission.open(), 0);
+        assert_eq!(admission.counts().total, 0);
         assert!(admission.counts().per_address.is_empty());
     }
 

@@ -156,19 +156,14 @@ impl Endpoint {
             .unwrap_or(0)
     }
 
-    /// Closes every session with `code` and `reason`; returns how many were told.
-    pub async fn close_all(&self, code: u16, reason: &str) -> usize {
+    /// Stops admitting sessions (new ones are refused with `c[1012,"Service Restart"]`), then
+    /// closes every open one with `code` and `reason`; returns how many were told.
+    pub async fn drain(&self, code: u16, reason: &str) -> usize {
+        self.inner.admission.drain();
         let close = registry::CloseAll {
             code,
             reason: reason.to_string(),
         };
         self.inner.registry().send(close).await.unwrap_or(0)
-    }
-
-    /// Stops admitting sessions (new ones are refused with `c[1012,"Service Restart"]`), then
-    /// closes every open one with `code` and `reason`; returns how many were told.
-    pub async fn drain(&self, code: u16, reason: &str) -> usize {
-        self.inner.admission.drain();
-        self.close_all(code, reason).await
     }
 }

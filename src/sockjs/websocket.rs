@@ -85,7 +85,8 @@ fn handshake_refused(e: HandshakeError) -> HttpResponse {
 /// The transport actor of one websocket connection.
 struct WsTransport {
     /// This connection's place among the endpoint's sessions, held while it lives; or why it
-    /// was refused one (it is then closed with 1013 without starting a session).
+    /// was refused one (it is then closed with the refusal's code, 1013 or 1012, without starting
+    /// a session).
     admitted: Result<Pass, Refusal>,
     endpoint: Arc<EndpointInner>,
     id: Arc<str>,
