@@ -14,6 +14,10 @@
 //!
 //! State (who is online, who is in which room) lives in memory; sessions that go away without
 //! leaving stay listed until a user of the same name logs in again.
+//!
+//! Clients resend a message they saw no acknowledgement for (after a reconnect) with the same
+//! id, so delivery is at least once: a repeated `messageId` of a session is answered with 204
+//! and has no effect (the answer to the first one reaches the client through the log).
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
@@ -31,6 +35,35 @@ struct ClientMessage {
     session_id: String,
     #[serde(default)]
     session_data: Value,
+    #[serde(default)]
+    message_id: Option<String>,
+}
+
+/// How many message ids are remembered to drop repeats (the newest).
+const SEEN_IDS: usize = 10_000;
+
+/// The newest message ids seen, per session.
+#[derive(Default)]
+struct Seen {
+    order: std::collections::VecDeque<(String, String)>,
+    ids: std::collections::HashSet<(String, String)>,
+}
+
+impl Seen {
+    /// Whether `(session, id)` is new; remembers it.
+    fn first(&mut self, session: &str, id: &str) -> bool {
+        let key = (session.to_owned(), id.to_owned());
+        if !self.ids.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > SEEN_IDS {
+            if let Some(old) = self.order.pop_front() {
+                self.ids.remove(&old);
+            }
+        }
+        true
+    }
 }
 
 /// Who is online and where.
@@ -44,6 +77,7 @@ struct Chat {
 
 struct Demo {
     chat: Mutex<Chat>,
+    seen: Mutex<Seen>,
     api: String,
     key: String,
 }
@@ -118,6 +152,20 @@ async fn message(
     demo: web::Data<Demo>,
 ) -> HttpResponse {
     let msg = body.into_inner();
+    if let Some(id) = &msg.message_id {
+        let first = demo
+            .seen
+            .lock()
+            .map(|mut seen| seen.first(&msg.session_id, id))
+            .unwrap_or(true);
+        if !first {
+            info!(
+                "demo repeated message dropped session={} id={id}",
+                msg.session_id
+            );
+            return HttpResponse::NoContent().finish();
+        }
+    }
     let name = msg.session_data["name"].as_str().map(str::to_owned);
     match (topic.as_str(), name) {
         ("chat.login", _) => login(&demo, &msg).await,
@@ -261,6 +309,7 @@ async fn direct(demo: &Demo, msg: &ClientMessage, name: &str) -> HttpResponse {
 pub async fn run(listen: String, api: String, key: String) -> anyhow::Result<()> {
     let demo = web::Data::new(Demo {
         chat: Mutex::default(),
+        seen: Mutex::default(),
         api: api.trim_end_matches('/').to_owned(),
         key,
     });
@@ -289,5 +338,21 @@ mod tests {
         assert!(valid_room("lobby"));
         assert!(!valid_room("Lobby"));
         assert!(!valid_room("a.b"));
+    }
+
+    #[test]
+    fn repeated_message_ids_of_a_session_are_dropped_and_old_ones_forgotten() {
+        let mut seen = Seen::default();
+        assert!(seen.first("s1", "m1"));
+        assert!(!seen.first("s1", "m1"));
+        assert!(seen.first("s2", "m1"));
+        for i in 0..SEEN_IDS {
+            seen.first("s3", &i.to_string());
+        }
+        assert!(
+            seen.first("s1", "m1"),
+            "forgotten after SEEN_IDS newer ones"
+        );
+        assert_eq!(seen.order.len(), SEEN_IDS);
     }
 }

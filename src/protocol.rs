@@ -99,6 +99,11 @@ impl ClientError {
 
     /// The envelope sent to the client.
     pub fn to_envelope(&self) -> String {
+        envelope(ERROR_TOPIC, &self.data())
+    }
+
+    /// The envelope's data: `{"code", "message", "topic"?, "id"?}`.
+    pub fn data(&self) -> Value {
         let mut data = serde_json::json!({
             "code": self.code.as_str(),
             "message": self.message,
@@ -109,7 +114,7 @@ impl ClientError {
         if let Some(id) = &self.id {
             data["id"] = Value::String(id.clone());
         }
-        envelope(ERROR_TOPIC, &data)
+        data
     }
 }
 

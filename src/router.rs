@@ -164,11 +164,13 @@ impl Router {
         }
     }
 
-    /// Answers once the broker has confirmed `patterns`.
+    /// Answers once the broker has confirmed `patterns` (or at once while it is down).
     fn confirmed(&self, patterns: Vec<Pattern>) -> ResponseFuture<()> {
         let confirm = self.broker.confirm.send(Confirm(patterns));
         Box::pin(async move {
-            let _ = confirm.await;
+            if !confirm.await.unwrap_or(false) {
+                debug!("subscriptions not confirmed: the broker is down");
+            }
         })
     }
 
@@ -420,6 +422,34 @@ mod tests {
             true
         }
     }
+    impl Handler<crate::broker::log::PublishLogged> for FakeBroker {
+        type Result = Result<Position, crate::broker::BrokerError>;
+        fn handle(
+            &mut self,
+            _: crate::broker::log::PublishLogged,
+            _: &mut Context<Self>,
+        ) -> Self::Result {
+            Err(crate::broker::BrokerError::Server("not logged here".into()))
+        }
+    }
+    impl Handler<crate::broker::log::ReadLog> for FakeBroker {
+        type Result = Result<crate::broker::log::LogRead, crate::broker::BrokerError>;
+        fn handle(
+            &mut self,
+            _: crate::broker::log::ReadLog,
+            _: &mut Context<Self>,
+        ) -> Self::Result {
+            Err(crate::broker::BrokerError::Server("not logged here".into()))
+        }
+    }
+    impl Handler<Confirm> for FakeBroker {
+        type Result = bool;
+        fn handle(&mut self, m: Confirm, _: &mut Context<Self>) -> bool {
+            let names: Vec<String> = m.0.iter().map(|p| p.to_string()).collect();
+            self.0.borrow_mut().push(format!("?{}", names.join(",")));
+            true
+        }
+    }
 
     /// A session stand-in that records deliveries.
     struct Inbox(Rc<RefCell<Vec<String>>>);
@@ -438,9 +468,31 @@ mod tests {
             self.0.borrow_mut().push("(restored)".to_string());
         }
     }
+    impl Handler<Progress> for Inbox {
+        type Result = ();
+        fn handle(&mut self, p: Progress, _: &mut Context<Self>) {
+            self.0.borrow_mut().push(format!("(at {})", p.0));
+        }
+    }
+
+    fn router(broker: Broker) -> Addr<Router> {
+        let every = ProgressEvery {
+            interval: std::time::Duration::from_secs(3600),
+            messages: 2,
+        };
+        Router::new(broker, every).start()
+    }
 
     fn pat(s: &str) -> Pattern {
         Pattern::parse(s, 256).unwrap()
+    }
+
+    /// The subscription changes a fake broker saw, without the confirmations asked.
+    fn changes(log: &Rc<RefCell<Vec<String>>>) -> Vec<String> {
+        (log.borrow().iter())
+            .filter(|l| !l.starts_with('?'))
+            .cloned()
+            .collect()
     }
 
     async fn settle() {
@@ -454,6 +506,7 @@ mod tests {
             subscription: pat(subscription),
             channel: Arc::from(channel),
             payload: Bytes::from(payload.to_string()),
+            position: None,
         });
     }
 
@@ -461,22 +514,23 @@ mod tests {
     async fn subscriptions_are_reference_counted() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let broker = Broker::of(&FakeBroker(log.clone()).start());
-        let router = Router::new(broker).start();
+        let router = router(broker);
         let inbox = Inbox(Rc::default()).start();
         for key in [1, 2] {
             router.do_send(Join {
                 key,
                 recipient: inbox.clone().recipient(),
                 restored: inbox.clone().recipient(),
+                progress: inbox.clone().recipient(),
                 patterns: vec![pat("a.*")],
             });
         }
         router.do_send(Leave { key: 1 });
         settle().await;
-        assert_eq!(*log.borrow(), vec!["+a.*"]);
+        assert_eq!(changes(&log), vec!["+a.*"]);
         router.do_send(Leave { key: 2 });
         settle().await;
-        assert_eq!(*log.borrow(), vec!["+a.*", "-a.*"]);
+        assert_eq!(changes(&log), vec!["+a.*", "-a.*"]);
         let stats = router.send(Stats).await.unwrap();
         assert_eq!(
             stats,
@@ -491,13 +545,14 @@ mod tests {
     async fn overlapping_patterns_deliver_once() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let broker = Broker::of(&FakeBroker(log).start());
-        let router = Router::new(broker).start();
+        let router = router(broker);
         let got = Rc::new(RefCell::new(Vec::new()));
         let inbox = Inbox(got.clone()).start();
         router.do_send(Join {
             key: 1,
             recipient: inbox.clone().recipient(),
-            restored: inbox.recipient(),
+            restored: inbox.clone().recipient(),
+            progress: inbox.recipient(),
             patterns: vec![pat("x.*"), pat("x.y"), pat("*")],
         });
         // The broker delivers once per matching subscription.
@@ -511,7 +566,7 @@ mod tests {
     #[actix_rt::test]
     async fn a_restored_broker_reaches_every_session_once() {
         let broker = Broker::of(&FakeBroker(Rc::default()).start());
-        let router = Router::new(broker).start();
+        let router = router(broker);
         let got = Rc::new(RefCell::new(Vec::new()));
         let inbox = Inbox(got.clone()).start();
         for key in [1, 2, 3] {
@@ -519,11 +574,12 @@ mod tests {
                 key,
                 recipient: inbox.clone().recipient(),
                 restored: inbox.clone().recipient(),
+                progress: inbox.clone().recipient(),
                 patterns: vec![pat("t")],
             });
         }
         router.do_send(Leave { key: 2 });
-        router.do_send(LinkRestored);
+        router.do_send(LinkRestored { gap: false });
         settle().await;
         assert_eq!(*got.borrow(), vec!["(restored)", "(restored)"]);
     }
@@ -531,13 +587,14 @@ mod tests {
     #[actix_rt::test]
     async fn client_messages_and_non_objects_never_reach_sessions() {
         let broker = Broker::of(&FakeBroker(Rc::default()).start());
-        let router = Router::new(broker).start();
+        let router = router(broker);
         let got = Rc::new(RefCell::new(Vec::new()));
         let inbox = Inbox(got.clone()).start();
         router.do_send(Join {
             key: 1,
             recipient: inbox.clone().recipient(),
-            restored: inbox.recipient(),
+            restored: inbox.clone().recipient(),
+            progress: inbox.recipient(),
             patterns: vec![pat("t")],
         });
         publish(&router, "t", "t", r#"{"data":1,"fromClient":true}"#);
@@ -552,12 +609,13 @@ mod tests {
     async fn changed_patterns_move_subscriptions() {
         let log = Rc::new(RefCell::new(Vec::new()));
         let broker = Broker::of(&FakeBroker(log.clone()).start());
-        let router = Router::new(broker).start();
+        let router = router(broker);
         let inbox = Inbox(Rc::default()).start();
         router.do_send(Join {
             key: 1,
             recipient: inbox.clone().recipient(),
-            restored: inbox.recipient(),
+            restored: inbox.clone().recipient(),
+            progress: inbox.recipient(),
             patterns: vec![pat("anonym.*")],
         });
         router.do_send(SetPatterns {
@@ -569,6 +627,45 @@ mod tests {
             patterns: vec![pat("members.*")],
         });
         settle().await;
-        assert_eq!(*log.borrow(), vec!["+anonym.*", "+members.*", "-anonym.*"]);
+        assert_eq!(changes(&log), vec!["+anonym.*", "+members.*", "-anonym.*"]);
+        // Each change asked the broker to confirm what it added.
+        let confirms: Vec<String> = (log.borrow().iter())
+            .filter(|l| l.starts_with('?'))
+            .cloned()
+            .collect();
+        assert_eq!(confirms, ["?anonym.*", "?members.*", "?"]);
+    }
+
+    #[actix_rt::test]
+    async fn progress_is_shared_only_after_the_messages_it_covers() {
+        let broker = Broker::of(&FakeBroker(Rc::default()).start());
+        let router = router(broker);
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let inbox = Inbox(got.clone()).start();
+        router.do_send(Join {
+            key: 1,
+            recipient: inbox.clone().recipient(),
+            restored: inbox.clone().recipient(),
+            progress: inbox.recipient(),
+            patterns: vec![pat("t")],
+        });
+        for seq in 1..=3 {
+            router.do_send(BrokerMessage {
+                subscription: pat("t"),
+                channel: Arc::from("t"),
+                payload: Bytes::from_static(b"{\"data\":1}"),
+                position: Some(Position {
+                    epoch: Arc::from("e"),
+                    seq,
+                }),
+            });
+        }
+        router.do_send(ShareProgress);
+        settle().await;
+        // Unasked after the first and after every second one (`messages`: 2), and when asked.
+        assert_eq!(
+            *got.borrow(),
+            ["t", "(at e:1)", "t", "t", "(at e:3)", "(at e:3)"]
+        );
     }
 }

@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use actix::dev::SendError;
 use actix::prelude::*;
 use bytes::Bytes;
 use log::{debug, info};
@@ -30,7 +31,7 @@ use crate::metrics::{self, DropReason, Path};
 use crate::pending::Pending;
 use crate::protocol::{
     ack, envelope, parse_envelope, parse_hello, BackendMessage, ClientError, ClientPayload,
-    ErrorCode, Hello, DIRECT_PREFIX, POSITION_TOPIC, WELCOME_TOPIC,
+    ErrorCode, Hello, ACK_TOPIC, DIRECT_PREFIX, ERROR_TOPIC, POSITION_TOPIC, WELCOME_TOPIC,
 };
 use crate::rate_limit::{TokenBucket, Verdict};
 use crate::recovery::{CatchUp, CatchUpAnswer, Recovery};
@@ -495,9 +496,9 @@ impl RohrpostSession {
             self.receive(delivery, s);
         }
         if let (Some(answer), Phase::Established(session)) = (&answer, &mut self.phase) {
-            let behind = (session.pos.as_ref())
-                .is_none_or(|p| p.not_after(&answer.head) && *p != answer.head);
-            if behind {
+            // Caught up to the head, unless a grant holds messages back (they come after).
+            let behind = (session.pos.as_ref()).is_none_or(|p| p.not_after(&answer.head));
+            if behind && session.held.is_none() {
                 session.pos = Some(answer.head.clone());
             }
         }
@@ -652,9 +653,10 @@ impl RohrpostSession {
         let sent = Sent {
             topic,
             id: envelope.id,
+            direct: Arc::from(session.direct.as_str()),
         };
         match rule_for(&settings.http_rules, &sent.topic) {
-            Some(rule) => self.call_http(rule, sent, payload, session.direct.clone(), s),
+            Some(rule) => self.call_http(rule, sent, payload, s),
             None => self.publish(sent, payload, s),
         }
     }
@@ -669,6 +671,7 @@ impl RohrpostSession {
             payload,
         });
         let session = s.context().address();
+        let forward = self.logged();
         let pending = Pending::start();
         actix_rt::spawn(async move {
             let result = match publish.await {
@@ -682,7 +685,7 @@ impl RohrpostSession {
             if result.is_err() {
                 metrics::backend_error();
             }
-            session.do_send(Outcome::Published { sent, result });
+            report(&session, forward, Outcome::Published { sent, result }).await;
             drop(pending);
         });
     }
@@ -691,17 +694,15 @@ impl RohrpostSession {
     /// own task; an answer that is a backend message goes through the publication log to the
     /// session's direct topic (so that the session gets it even if it moved to another worker
     /// meanwhile); anything else comes back to the session as [`Outcome`].
-    fn call_http(&self, rule: usize, sent: Sent, payload: Bytes, direct: Pattern, s: &mut Ctx<'_>) {
+    fn call_http(&self, rule: usize, sent: Sent, payload: Bytes, s: &mut Ctx<'_>) {
         let call = self.services.http.send(HttpCall {
             rule,
             topic: sent.topic.clone(),
             payload,
         });
         let session = s.context().address();
-        let logged = self
-            .settings()
-            .history
-            .then(|| self.services.broker.publish_logged.clone());
+        let logged = self.logged();
+        let forward = logged.clone();
         let started = std::time::Instant::now();
         let pending = Pending::start();
         actix_rt::spawn(async move {
@@ -711,9 +712,13 @@ impl RohrpostSession {
                 (Ok(Ok(Some(map))), Some(publish_logged)) => {
                     metrics::client_message_out(Path::Http);
                     metrics::backend_message_in(Path::Http);
-                    let payload = Bytes::from(Value::Object(map.clone()).to_string());
+                    // The client sees the answer on the topic it sent to, unless it names one.
+                    let mut logged_map = map.clone();
+                    (logged_map.entry("topic"))
+                        .or_insert_with(|| Value::String(sent.topic.as_str().to_owned()));
+                    let payload = Bytes::from(Value::Object(logged_map).to_string());
                     let logged = publish_logged.send(PublishLogged {
-                        channel: Arc::from(direct.as_str()),
+                        channel: sent.direct.clone(),
                         payload,
                     });
                     match logged.await {
@@ -725,29 +730,27 @@ impl RohrpostSession {
                 }
                 (result, _) => HttpOutcome::Answer(result),
             };
-            session.do_send(Outcome::Http { sent, answer });
+            report(&session, forward, Outcome::Http { sent, answer }).await;
             drop(pending);
         });
     }
 
+    /// The publication log, when history is enabled.
+    fn logged(&self) -> Option<Recipient<PublishLogged>> {
+        (self.settings().history).then(|| self.services.broker.publish_logged.clone())
+    }
+
     fn outcome(&mut self, outcome: Outcome, s: &mut Ctx<'_>) {
+        if matches!(self.phase, Phase::Closed) {
+            // Closed meanwhile (a drain): the client hears of it where it resumes.
+            let forward = self.logged();
+            actix_rt::spawn(async move { forward_reports(forward, outcome).await });
+            return;
+        }
         let (sent, error) = match outcome {
             Outcome::Published { sent, result } => match result {
                 Ok(()) => return self.acked(&sent, s),
-                Err(e) if e.not_done() => (
-                    sent,
-                    ClientError::new(
-                        ErrorCode::BackendUnavailable,
-                        format!("message not delivered: {e}"),
-                    ),
-                ),
-                Err(e) => (
-                    sent,
-                    ClientError::new(
-                        ErrorCode::BackendUncertain,
-                        format!("message may or may not have been delivered: {e}"),
-                    ),
-                ),
+                Err(e) => (sent, publish_error(&e)),
             },
             Outcome::Http { sent, answer } => match self.http_outcome(&sent, answer, s) {
                 Some(error) => (sent, error),
@@ -881,11 +884,14 @@ impl RohrpostSession {
             changed_data = true;
         }
         if !added.is_empty() || removed {
-            let set = self.services.router.send(SetPatterns {
+            let set = SetPatterns {
                 key: self.key,
                 patterns: session.patterns(),
-            });
-            if !added.is_empty() {
+            };
+            if added.is_empty() {
+                self.services.router.do_send(set);
+            } else {
+                let set = self.services.router.send(set);
                 // Held until the new subscriptions are confirmed: once the client has the
                 // grant, everything published on the granted patterns reaches it.
                 session.held = Some(VecDeque::new());
@@ -954,6 +960,78 @@ impl RohrpostSession {
     }
 }
 
+/// What the client is told when the broker did not take its message.
+fn publish_error(e: &BrokerError) -> ClientError {
+    if e.not_done() {
+        ClientError::new(
+            ErrorCode::BackendUnavailable,
+            format!("message not delivered: {e}"),
+        )
+    } else {
+        ClientError::new(
+            ErrorCode::BackendUncertain,
+            format!("message may or may not have been delivered: {e}"),
+        )
+    }
+}
+
+/// Hands `outcome` to its session; one that is gone (a drain closed it while the message was
+/// on its way) cannot tell its client, so the acknowledgement or error goes through the log
+/// to the session's direct topic instead, and reaches the client where it resumed.
+async fn report(
+    session: &Addr<Session<RohrpostSession>>,
+    forward: Option<Recipient<PublishLogged>>,
+    outcome: Outcome,
+) {
+    match session.try_send(outcome) {
+        Ok(()) => {}
+        Err(SendError::Full(outcome)) => session.do_send(outcome),
+        Err(SendError::Closed(outcome)) => forward_reports(forward, outcome).await,
+    }
+}
+
+/// Publishes what the client must hear of `outcome` on its session's direct topic, through the
+/// log: the ack and any error for a message that carried an id (answers went through the log
+/// already; without history there is no way to reach a closed session).
+async fn forward_reports(forward: Option<Recipient<PublishLogged>>, outcome: Outcome) {
+    let Some(forward) = forward else { return };
+    let (sent, ack, error) = match &outcome {
+        Outcome::Published { sent, result } => match result {
+            Ok(()) => (sent, true, None),
+            Err(e) => (sent, false, Some(publish_error(e))),
+        },
+        Outcome::Http { sent, answer } => match answer {
+            HttpOutcome::Logged => (sent, true, None),
+            HttpOutcome::Uncertain(reason) => {
+                let e = ClientError::new(
+                    ErrorCode::BackendUncertain,
+                    format!("the backend answered, but its answer may not reach you: {reason}"),
+                );
+                (sent, true, Some(e))
+            }
+            HttpOutcome::Answer(_) => return,
+        },
+    };
+    let Some(id) = &sent.id else { return };
+    let mut reports = Vec::new();
+    if ack {
+        reports.push(serde_json::json!({"topic": ACK_TOPIC, "data": {"id": id}}));
+    }
+    if let Some(error) = error {
+        let error = error.about(sent.topic.as_str()).for_id(Some(id));
+        reports.push(serde_json::json!({"topic": ERROR_TOPIC, "data": error.data()}));
+    }
+    for report in reports {
+        let publish = forward.send(PublishLogged {
+            channel: sent.direct.clone(),
+            payload: Bytes::from(report.to_string()),
+        });
+        if !matches!(publish.await, Ok(Ok(_))) {
+            info!("outcome of a closed session's message not forwarded id={id}");
+        }
+    }
+}
+
 /// The id a message carries, read leniently (for errors about messages that did not parse).
 fn message_id(message: &str) -> Option<String> {
     let value: Value = serde_json::from_str(message).ok()?;
@@ -1017,6 +1095,8 @@ struct Sent {
     topic: Topic,
     /// The client's id for it: it wants an ack.
     id: Option<String>,
+    /// The session's direct topic, where the outcome goes if the session is gone by then.
+    direct: Arc<str>,
 }
 
 type HttpResult =

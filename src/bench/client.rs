@@ -92,6 +92,12 @@ pub struct Welcome {
     pub resume: String,
     pub resumed: bool,
     pub whitelist: Vec<String>,
+    /// Where the session is caught up to in the publication log (absent: history disabled).
+    pub pos: Option<String>,
+    /// On a resume: whether every logged message after `since` follows.
+    pub recovered: Option<bool>,
+    /// The messages that came in the welcome's frame after it (a recovery's replay, say).
+    pub rest: Vec<String>,
 }
 
 impl Welcome {
@@ -119,17 +125,27 @@ impl Welcome {
                 .flatten()
                 .filter_map(|p| p.as_str().map(str::to_string))
                 .collect(),
+            pos: data["pos"].as_str().map(str::to_string),
+            recovered: data["recovered"].as_bool(),
+            rest: Vec::new(),
         })
     }
 }
 
+/// The session a [`dial`] resumes: its token and, to recover what it missed, its position.
+#[derive(Debug, Clone, Copy)]
+pub struct Resume<'a> {
+    pub token: &'a str,
+    pub since: Option<&'a str>,
+}
+
 /// Opens a session's framed websocket on the worker `/connect` names and says hello, resuming
-/// the session of `resume` (a welcome's token) if given: the connection and the welcome.
+/// the session of `resume` if given: the connection and the welcome.
 pub async fn dial(
     client: &awc::Client,
     main: &str,
     legacy: bool,
-    resume: Option<&str>,
+    resume: Option<Resume<'_>>,
 ) -> Result<
     (
         impl futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>>
@@ -152,7 +168,9 @@ pub async fn dial(
     expect_text(&mut conn, |t| t == "o").await?;
     let hello = match (legacy, resume) {
         (true, _) => format!("bench{sid}"),
-        (false, Some(token)) => serde_json::json!({"hello": 1, "resume": token}).to_string(),
+        (false, Some(Resume { token, since })) => {
+            serde_json::json!({"hello": 1, "resume": token, "since": since}).to_string()
+        }
         (false, None) => "{\"hello\":1}".to_string(),
     };
     let frame = serde_json::to_string(&[hello]).unwrap_or_default();
@@ -160,14 +178,16 @@ pub async fn dial(
         .await
         .map_err(|e| BenchError::Server(format!("send hello: {e}")))?;
     let answer = expect_text(&mut conn, |t| t.starts_with("a[")).await?;
-    let welcome = frame_messages(&answer)
-        .iter()
-        .find_map(|m| Welcome::read(m, legacy))
+    let mut messages = frame_messages(&answer).into_iter();
+    let welcome = messages
+        .by_ref()
+        .find_map(|m| Welcome::read(&m, legacy))
         .ok_or_else(|| BenchError::Server(format!("no welcome: {answer}")))?;
     Ok((
         conn,
         Welcome {
             worker: url,
+            rest: messages.collect(),
             ..welcome
         },
     ))

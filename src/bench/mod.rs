@@ -13,6 +13,8 @@
 //! - `soak`: `--duration` of mixed traffic (churn, resumes, fan-out, HTTP topics, a staged
 //!   restart every `--restart-every`) while the server's RSS and open files are sampled; fails
 //!   unless both end bounded and nothing was lost (see `soak.rs`).
+//! - `recovery`: N sessions follow a numbered fan-out while a staged restart moves them all;
+//!   how long each resume takes to catch up, and each burst (see `recovery.rs`).
 //!
 //! Every run is bounded by `--timeout` and by its counts. The bench raises its own open-file
 //! limit to fit the sessions, and with `--src-ips 127.0.0.2-127.0.0.30` binds client sockets
@@ -23,6 +25,7 @@
 mod addresses;
 mod client;
 mod processes;
+mod recovery;
 mod scenarios;
 mod soak;
 mod system;
@@ -48,6 +51,7 @@ pub enum Scenario {
     Inbound,
     Http,
     Soak,
+    Recovery,
 }
 
 /// The options of `rohrpost bench`.

@@ -51,6 +51,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Inbound => inbound(&args, &clients, &server, deadline).await?,
         Scenario::Http => round_trips(&args, &clients, &server, deadline).await?,
         Scenario::Soak => return super::soak::soak(&args, &clients).await,
+        Scenario::Recovery => super::recovery::recovery(&args, &clients, &server, deadline).await?,
     };
     println!("{report}");
     print_table(&report);

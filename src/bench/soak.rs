@@ -273,7 +273,7 @@ async fn publish(
 
 /// Starts a staged restart through the server API (a second try if the connection failed);
 /// whether one started (not while one is still under way).
-async fn restart(http: &awc::Client, args: &BenchArgs) -> Result<bool, BenchError> {
+pub(super) async fn restart(http: &awc::Client, args: &BenchArgs) -> Result<bool, BenchError> {
     let request = || {
         http.post(format!("{}/api/restart", args.url))
             .insert_header((
@@ -299,7 +299,7 @@ async fn restart(http: &awc::Client, args: &BenchArgs) -> Result<bool, BenchErro
 }
 
 /// Waits (at most two minutes) until no restart is under way and every worker is ready.
-async fn settle(http: &awc::Client, args: &BenchArgs) {
+pub(super) async fn settle(http: &awc::Client, args: &BenchArgs) {
     let until = Instant::now() + Duration::from_secs(120);
     while Instant::now() < until {
         if let Ok(h) = system::health(http, &args.url).await {
@@ -353,8 +353,8 @@ fn print_sample(s: &Sample) {
     let t = &s.totals;
     eprintln!(
         "soak t={}s sessions={} server_sessions={} rss={:.1}MiB fds={} processes={} \
-         rolling={} restart={} connects={} resumes={}/{} fanout={}/lost {} http={}/err {} \
-         closes={}+{}",
+         rolling={} restart={} connects={} resumes={}/{} recovered={}/{} fanout={}/lost {} \
+         reported {} http={}/err {} closes={}+{}",
         s.t,
         t.connected,
         s.server_sessions,
@@ -366,8 +366,11 @@ fn print_sample(s: &Sample) {
         t.connects,
         t.resumes_ok,
         t.resumes_failed,
+        t.recovered,
+        t.not_recovered,
         t.fanout_delivered,
         t.fanout_lost,
+        t.fanout_reported,
         t.http_ok,
         t.http_errors,
         t.restart_closes,

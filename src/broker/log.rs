@@ -118,11 +118,13 @@ pub struct PublishLogged {
     pub payload: Bytes,
 }
 
-/// Answers once the broker server has confirmed every one of `0` on the current connection (a
-/// pattern no longer wanted counts as confirmed): after that, anything published on them reaches
-/// the worker.
+/// Answers `true` once the broker server has confirmed every one of `0` on the current
+/// connection (a pattern no longer wanted counts as confirmed): after that, anything published
+/// on them reaches the worker. Answers `false` at once while the broker is down (nothing can be
+/// confirmed; the broker restores the subscriptions when it is back, and replays what the log
+/// got meanwhile).
 #[derive(Message, Debug, Clone)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Confirm(pub Vec<Pattern>);
 
 /// The `history` settings a broker needs.

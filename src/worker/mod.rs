@@ -37,7 +37,10 @@ const SECRET_WAIT: Duration = Duration::from_secs(5);
 pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     // The router needs the broker and the broker delivers to the router: start the router's
     // context first and hand its address to the broker.
-    let ctx = Context::<Router>::new();
+    let mut ctx = Context::<Router>::new();
+    // Sessions wait on the router's answers (join, grants) under a deadline: a full mailbox
+    // must never hold their messages back until the deadline drops them.
+    ctx.set_mailbox_capacity(1 << 20);
     let deliver = ctx.address().recipient();
     let restored = WatchRestored(ctx.address().recipient());
     let (broker, cluster) = match config.broker.kind {

@@ -9,6 +9,7 @@
 #   RUNS=5 OUT=/tmp/runs.jsonl test/bench/campaign.sh
 #   BASELINE_BIN=/path/to/older/rohrpost test/bench/campaign.sh   # adds a fan-out A/B
 #   SECTIONS="fanout slow" test/bench/campaign.sh                  # only some parts
+#   SECTIONS="history recovery" test/bench/campaign.sh             # the publication log's cost
 #
 # Needs: a Redis on 127.0.0.1:6379, python3 (for the medians), root or an open-file hard limit of
 # at least 20,000 (100,000 idle sessions are held by 6 bench processes and 6 workers).
@@ -22,8 +23,9 @@ IDLE_N="${IDLE_N:-100000}"
 FANOUT_N="${FANOUT_N:-10000}"
 WORK="$(mktemp -d /tmp/rohrpost-campaign.XXXXXX)"
 SRC_IPS="127.0.0.2-127.0.0.30"
-# Which parts to run (all by default): idle tls-idle fanout ab redis tls-fanout slow
-SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow}"
+# Which parts to run (all by default): idle tls-idle fanout ab redis tls-fanout slow history
+# recovery
+SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow history recovery}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SERVER_PID=""
 
@@ -36,7 +38,7 @@ trap cleanup EXIT
 ulimit -n "$(ulimit -Hn)"
 : > "$OUT"
 
-# config NAME MAIN_PORT WORKERS BROKER [tls]
+# config NAME MAIN_PORT WORKERS BROKER [tls|nohistory]
 config() {
   local name=$1 port=$2 workers=$3 broker=$4 tls=${5:-}
   cat > "$WORK/$name.toml" <<TOML
@@ -62,7 +64,9 @@ key = "bench-key"
 pattern = "anonym.http"
 url = "http://127.0.0.1:$((port + 99))/hook"
 TOML
-  if [ -n "$tls" ]; then
+  if [ "$tls" = nohistory ]; then
+    printf '[history]\nenabled = false\n' >> "$WORK/$name.toml"
+  elif [ -n "$tls" ]; then
     cat >> "$WORK/$name.toml" <<TOML
 [tls]
 enabled = true
@@ -122,6 +126,8 @@ config embedded 4700 2 local
 config embedded6 5700 6 local
 config redis 4800 2 redis
 config tls 4900 2 local tls
+config nohistory 5000 2 local nohistory
+config redis-nohistory 5100 2 redis nohistory
 
 if want idle; then
 echo "# idle: $IDLE_N sessions, 6 workers, 6 bench processes, a fresh server per run"
@@ -213,6 +219,31 @@ done
 stop_server
 fi
 
+if want history; then
+echo "# the publication log's cost: fan-out and publish throughput with history on and off"
+for _ in $(seq "$RUNS"); do
+  for server in embedded nohistory redis redis-nohistory; do
+    start_server "$server"
+    bench "history: fanout $FANOUT_N x 200, $server" "$server" fanout -n "$FANOUT_N" -m 200
+    bench "history: fanout $FANOUT_N x 100 at 25/s, $server" "$server" fanout -n "$FANOUT_N" \
+      -m 100 --rate 25
+    bench "history: publish 1 x 5000, $server" "$server" fanout -n 1 -m 5000
+    stop_server
+  done
+done
+fi
+
+if want recovery; then
+echo "# recovery bursts: $FANOUT_N sessions resuming through a staged restart, fan-out at 50/s"
+for _ in $(seq "$RUNS"); do
+  for server in embedded redis; do
+    start_server "$server"
+    bench "recovery $FANOUT_N, $server" "$server" recovery -n "$FANOUT_N" --rate 50
+    stop_server
+  done
+done
+fi
+
 echo "# medians over $RUNS runs (min–max)"
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
@@ -223,6 +254,8 @@ for line in open(sys.argv[1]):
     runs.setdefault(rec["label"], []).append(rec["run"])
 def flat(d, prefix=""):
     for k, v in d.items():
+        if isinstance(v, list):
+            v = {str(i): x for i, x in enumerate(v)}
         if isinstance(v, dict):
             yield from flat(v, prefix + k + ".")
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
@@ -230,7 +263,10 @@ def flat(d, prefix=""):
 KEYS = ["kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "latency_ms.p50",
         "latency_ms.p99", "latency_ms.p99_9", "latency_ms.max", "msgs_per_second", "loss",
         "server.cpu_percent", "server.cpu_percent_while_opening", "server.rss_kib",
-        "opened_per_second", "slow_consumer_closes"]
+        "opened_per_second", "slow_consumer_closes", "catch_up_ms.p50", "catch_up_ms.p99",
+        "catch_up_ms.max", "roll_seconds", "recovered", "not_recovered", "lost", "duplicates",
+        "bursts.0.sessions", "bursts.0.all_caught_up_ms", "bursts.1.sessions",
+        "bursts.1.all_caught_up_ms"]
 for label, rs in runs.items():
     values = {}
     for r in rs:

@@ -179,9 +179,10 @@ impl Client {
             .unwrap_or_else(|| panic!("server message without a string topic: {text}"))
             .to_owned();
         let object = value.as_object().expect("an envelope is an object");
+        let positioned = object.get("pos").is_some_and(Value::is_string);
         assert!(
-            object.contains_key("data") && object.len() == 2,
-            "an envelope has exactly topic and data: {text}"
+            object.contains_key("data") && object.len() == 2 + usize::from(positioned),
+            "an envelope has exactly topic and data (and a pos, if logged): {text}"
         );
         (topic, value["data"].clone())
     }

@@ -4,10 +4,13 @@
 //! comes back as a new session), reconnects resuming, or sends a round trip on the HTTP topic.
 //! Everything it sees is counted into the run's [`Totals`].
 //!
-//! Fan-out loss is counted per connection: the publisher numbers its messages, and a connection
-//! must receive every number whose publishing started after the connection's welcome, up to the
-//! last one it received before it closed (or, for a connection still open when the run stops,
-//! up to the last one published).
+//! Fan-out loss is counted per logical client, across its resumes: the publisher numbers its
+//! messages, and a session must receive every number whose publishing started after its first
+//! welcome, each once and in order, up to the last one published when the run stops. A resume
+//! carries the last position the client saw (`since`); when the welcome says `recovered: true`
+//! the new connection owes every number after the last one received, when it says `false` (or a
+//! `rohrpost.pos` notice says `recovered: false`) the client was told, and the numbers it then
+//! misses are counted as reported, not lost.
 
 use std::cell::{Cell, RefCell};
 use std::rc::Rc;
@@ -65,6 +68,13 @@ pub struct Totals {
     pub fanout_delivered: u64,
     pub fanout_lost: u64,
     pub fanout_duplicates: u64,
+    /// Resumes whose welcome said `recovered: true`, and `false`.
+    pub recovered: u64,
+    pub not_recovered: u64,
+    /// `rohrpost.pos` notices saying messages were lost, and the numbers missed after the
+    /// client was told (by either).
+    pub gaps_reported: u64,
+    pub fanout_reported: u64,
     pub http_sent: u64,
     pub http_ok: u64,
     /// `backend_*` errors, and answers still missing when the run stopped.
@@ -108,11 +118,15 @@ pub async fn run(
     shared: Rc<Shared>,
     mut orders: UnboundedReceiver<Order>,
 ) {
-    // The session to resume, with the whitelist it had.
-    let mut resume: Option<Welcome> = None;
+    // The session to resume, with the whitelist and position it had, and the highest fan-out
+    // number this logical client received.
+    let mut resume: Option<(Welcome, i64)> = None;
     let mut failures = 0;
     loop {
-        let token = resume.as_ref().map(|w| w.resume.as_str());
+        let token = resume.as_ref().map(|(w, _)| client::Resume {
+            token: &w.resume,
+            since: w.pos.as_deref(),
+        });
         let (conn, welcome) = match client::dial(&http, &shared.url, false, token).await {
             Ok(opened) => opened,
             Err(e) => {
@@ -130,19 +144,42 @@ pub async fn run(
             }
         };
         failures = 0;
-        let welcome = match resume.take() {
-            Some(before) => check_resume(index, &before, welcome, &shared),
+        let floor = shared.sending.get().max(shared.published.get());
+        let (mut welcome, carried) = match resume.take() {
+            Some((before, last)) => {
+                let mut welcome = check_resume(index, &before, welcome, &shared);
+                // Position notices and messages since the welcome moved it on; keep the newest.
+                if welcome.pos.is_none() {
+                    welcome.pos = before.pos;
+                }
+                let mut totals = shared.totals.borrow_mut();
+                if welcome.recovered == Some(true) {
+                    totals.recovered += 1;
+                    (welcome, Some(last))
+                } else {
+                    // Told: what was published while it was away is not owed to it.
+                    totals.not_recovered += 1;
+                    totals.fanout_reported += (floor - last).max(0) as u64;
+                    (welcome, None)
+                }
+            }
             None => {
                 shared.totals.borrow_mut().connects += 1;
                 grant(index, &http, &shared, &welcome.session);
-                welcome
+                (welcome, None)
             }
         };
-        let mut link = Link::new(welcome, shared.sending.get().max(shared.published.get()));
+        let rest = std::mem::take(&mut welcome.rest);
+        let mut link = Link::new(welcome, floor, carried);
+        for message in rest {
+            if let Ok(v) = serde_json::from_str::<Value>(&message) {
+                link.take(&v, &shared);
+            }
+        }
         let end = link.serve(conn, &mut orders, &shared).await;
         match end {
             End::Leave => {}
-            End::Reconnect | End::Closed => resume = Some(link.welcome),
+            End::Reconnect | End::Closed => resume = Some((link.welcome, link.last)),
             End::Stop => return,
         }
     }
@@ -209,15 +246,21 @@ struct Link {
     last: i64,
     /// Round trips sent and not answered yet.
     pending_http: u64,
+    /// A notice said messages were lost: the next gap was reported.
+    told: bool,
 }
 
 impl Link {
-    fn new(welcome: Welcome, published: i64) -> Link {
+    /// A connection welcomed while `published` was the newest number published; `carried`, the
+    /// last number its logical client received, when the resume recovered everything after it.
+    fn new(welcome: Welcome, published: i64, carried: Option<i64>) -> Link {
+        let last = carried.unwrap_or(published);
         Link {
             welcome,
-            first: published + 1,
-            last: published,
+            first: last + 1,
+            last,
             pending_http: 0,
+            told: false,
         }
     }
 
@@ -327,6 +370,19 @@ impl Link {
     fn take(&mut self, v: &Value, shared: &Shared) {
         let mut totals = shared.totals.borrow_mut();
         let data = &v["data"];
+        if let Some(pos) = v["pos"].as_str() {
+            self.welcome.pos = Some(pos.to_string());
+        }
+        if v["topic"] == "rohrpost.pos" {
+            if let Some(pos) = data["pos"].as_str() {
+                self.welcome.pos = Some(pos.to_string());
+            }
+            if data["recovered"] == false {
+                totals.gaps_reported += 1;
+                self.told = true;
+            }
+            return;
+        }
         if v["topic"] == shared.topic.as_str() {
             let i = data["i"].as_i64().unwrap_or(-1);
             if i < self.first {
@@ -334,7 +390,9 @@ impl Link {
             } else if i <= self.last {
                 totals.fanout_duplicates += 1;
             } else {
-                if i > self.last + 1 {
+                if i > self.last + 1 && std::mem::take(&mut self.told) {
+                    totals.fanout_reported += (i - self.last - 1) as u64;
+                } else if i > self.last + 1 {
                     totals.fanout_lost += (i - self.last - 1) as u64;
                     if totals.fanout_lost <= LOGGED {
                         log::warn!(
@@ -411,7 +469,7 @@ mod tests {
     #[test]
     fn a_connection_owes_every_number_after_its_welcome_and_counts_gaps_and_repeats() {
         let shared = shared();
-        let mut link = Link::new(Welcome::default(), shared.published.get());
+        let mut link = Link::new(Welcome::default(), shared.published.get(), None);
         for i in [3, 5, 6, 8, 8] {
             link.take(&fanout(i), &shared);
         }
@@ -424,10 +482,37 @@ mod tests {
     }
 
     #[test]
+    fn a_recovered_resume_owes_everything_after_the_last_number_and_a_told_gap_is_reported() {
+        let shared = shared();
+        // The client had 2; 3 and 4 were published while it was away, then recovered.
+        let mut link = Link::new(Welcome::default(), shared.published.get(), Some(2));
+        for i in [3, 4, 5] {
+            link.take(&fanout(i), &shared);
+        }
+        link.take(
+            &json!({"topic": "rohrpost.pos", "data": {"pos": "e:9", "recovered": false}}),
+            &shared,
+        );
+        link.take(&fanout(8), &shared);
+        link.take(&fanout(10), &shared);
+        let t = shared.totals.borrow();
+        assert_eq!(
+            (
+                t.fanout_delivered,
+                t.fanout_lost,
+                t.fanout_reported,
+                t.gaps_reported
+            ),
+            (5, 1, 2, 1)
+        );
+        assert_eq!(link.welcome.pos.as_deref(), Some("e:9"));
+    }
+
+    #[test]
     fn http_answers_and_backend_errors_settle_pending_round_trips_and_grants_extend_the_whitelist()
     {
         let shared = shared();
-        let mut link = Link::new(Welcome::default(), -1);
+        let mut link = Link::new(Welcome::default(), -1, None);
         link.pending_http = 2;
         link.take(
             &json!({"topic": "rohrpost.client.x", "data": {"t": 7}}),

@@ -134,9 +134,9 @@ pub(super) struct FromClient {
 }
 
 /// Sent by the handle: publishes on behalf of the supervisor (through the log when `logged`);
-/// answers the position it got, if logged.
+/// answers how many deliveries were queued and the position it got, if logged.
 #[derive(Message)]
-#[rtype(result = "Result<Option<Position>, String>")]
+#[rtype(result = "Result<(usize, Option<Position>), String>")]
 struct PublishFromSupervisor {
     channel: Arc<str>,
     payload: Bytes,
@@ -214,7 +214,7 @@ impl LocalBrokerServer {
             Request::PublishLogged { id, channel } => {
                 check_name("channel", &channel)?;
                 check_body(&body)?;
-                let position = self.publish_logged(&channel, &body)?;
+                let (_, position) = self.publish_logged(&channel, &body)?;
                 let (epoch, seq) = (position.epoch.to_string(), position.seq);
                 Ok((Response::Logged { id, epoch, seq }, none))
             }
@@ -305,12 +305,17 @@ impl LocalBrokerServer {
         Ok(())
     }
 
-    /// Appends a publish to the log and delivers it with its position.
-    fn publish_logged(&mut self, channel: &str, payload: &Bytes) -> Result<Position, String> {
+    /// Appends a publish to the log and delivers it with its position; answers how many
+    /// deliveries were queued, and the position.
+    fn publish_logged(
+        &mut self,
+        channel: &str,
+        payload: &Bytes,
+    ) -> Result<(usize, Position), String> {
         let log = self.log.as_mut().ok_or("history is disabled")?;
         let position = log.append(channel, payload, Instant::now());
-        self.publish(channel, payload, Some(&position));
-        Ok(position)
+        let delivered = self.publish(channel, payload, Some(&position));
+        Ok((delivered, position))
     }
 
     /// Queues one delivery per matching subscription per client; answers how many were queued.
@@ -467,14 +472,14 @@ impl Handler<FromClient> for LocalBrokerServer {
 }
 
 impl Handler<PublishFromSupervisor> for LocalBrokerServer {
-    type Result = Result<Option<Position>, String>;
+    type Result = Result<(usize, Option<Position>), String>;
 
     fn handle(&mut self, msg: PublishFromSupervisor, _ctx: &mut Context<Self>) -> Self::Result {
         if msg.logged {
-            self.publish_logged(&msg.channel, &msg.payload).map(Some)
+            let (delivered, position) = self.publish_logged(&msg.channel, &msg.payload)?;
+            Ok((delivered, Some(position)))
         } else {
-            self.publish(&msg.channel, &msg.payload, None);
-            Ok(None)
+            Ok((self.publish(&msg.channel, &msg.payload, None), None))
         }
     }
 }

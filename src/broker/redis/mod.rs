@@ -511,7 +511,8 @@ impl RedisBroker {
         };
         let generation = connected.generation;
         let answer = bounded(what, request(connected.commands.clone()));
-        // Sent: a connection that fails now may have carried it out.
+        // Handed to the connection: a failure now may come after Redis carried it out (redis
+        // reports every command in flight on a connection that broke alike).
         let answer = async move {
             answer.await.map_err(|e| match e {
                 BrokerError::Unavailable(reason) => BrokerError::Uncertain(reason),
@@ -750,18 +751,19 @@ impl Handler<ReadLog> for RedisBroker {
 }
 
 impl Handler<Confirm> for RedisBroker {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, Confirm(patterns): Confirm, _ctx: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.link, Link::Up(_)) {
+            return Box::pin(future::ready(false));
+        }
         let subs: Vec<RedisSub> = patterns.iter().map(RedisSub::of).collect();
         if self.confirmed(&subs) {
-            return Box::pin(future::ready(()));
+            return Box::pin(future::ready(true));
         }
         let (waiter, confirmed) = tokio::sync::oneshot::channel();
         self.waiters.push((subs, waiter));
-        Box::pin(async move {
-            let _ = confirmed.await;
-        })
+        Box::pin(async move { confirmed.await.is_ok() })
     }
 }
 

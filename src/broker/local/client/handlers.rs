@@ -145,17 +145,18 @@ impl Handler<ReadLog> for LocalBroker {
 }
 
 impl Handler<Confirm> for LocalBroker {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, Confirm(patterns): Confirm, _ctx: &mut Context<Self>) -> Self::Result {
+        if !matches!(self.link, Link::Up(_)) {
+            return Box::pin(futures_util::future::ready(false));
+        }
         if self.confirmed(&patterns) {
-            return Box::pin(futures_util::future::ready(()));
+            return Box::pin(futures_util::future::ready(true));
         }
         let (waiter, confirmed) = tokio::sync::oneshot::channel();
         self.waiters.push((patterns, waiter));
-        Box::pin(async move {
-            let _ = confirmed.await;
-        })
+        Box::pin(async move { confirmed.await.is_ok() })
     }
 }
 

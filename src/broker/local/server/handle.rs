@@ -38,15 +38,29 @@ impl LocalBrokerServerHandle {
         &self.path
     }
 
-    /// Publishes `payload` on `channel` as if a client had (for the supervisor's HTTP API),
-    /// through the publication log when `logged` (and history is enabled); answers the
-    /// position it got, if logged.
-    pub async fn publish(
+    /// Publishes `payload` on `channel` as if a client had, outside the log; answers how many
+    /// deliveries were queued.
+    pub async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize, BrokerError> {
+        let (delivered, _) = self.send(channel, payload, false).await?;
+        Ok(delivered)
+    }
+
+    /// Publishes `payload` on `channel` through the publication log; answers its position.
+    pub async fn publish_logged(
+        &self,
+        channel: &str,
+        payload: Bytes,
+    ) -> Result<Position, BrokerError> {
+        let (_, position) = self.send(channel, payload, true).await?;
+        position.ok_or_else(|| BrokerError::Server("history is disabled".into()))
+    }
+
+    async fn send(
         &self,
         channel: &str,
         payload: Bytes,
         logged: bool,
-    ) -> Result<Option<Position>, BrokerError> {
+    ) -> Result<(usize, Option<Position>), BrokerError> {
         if let Err(reason) = check_name("channel", channel).and_then(|()| check_body(&payload)) {
             return Err(BrokerError::Server(reason));
         }
