@@ -93,7 +93,7 @@ pub fn client_hello(data: &[u8]) {
                 let value: Value = serde_json::from_str(&message).expect("a hello is JSON");
                 assert_eq!(value["hello"], Value::from(1));
             }
-            Ok(Hello::Resume(token)) => {
+            Ok(Hello::Resume { token, .. }) => {
                 let _ = TokenKey::new("fuzzing secret").verify(&token);
             }
             Ok(Hello::Legacy(id)) => {
@@ -280,7 +280,7 @@ fn check_backend_message(message: BackendMessage) {
             assert_eq!(pattern.as_str(), added);
         }
     }
-    let delivery = Deliver::new(Arc::from(CHANNEL), message.clone());
+    let delivery = Deliver::new(Arc::from(CHANNEL), message.clone(), None);
     assert_eq!(
         delivery.topic(),
         message.topic.as_deref().unwrap_or(CHANNEL)

@@ -1,17 +1,20 @@
 //! Rohrpost's wire protocol: what clients and backends send, and what they get.
 //!
 //! Every client message is one SockJS message holding JSON:
-//! - the handshake, first: `{"hello": 1}` or `{"hello": 1, "resume": "<token>"}` (or, in legacy
-//!   mode, a bare non-JSON string naming the session);
-//! - then envelopes `{"topic": string, "data": any JSON value}`.
+//! - the handshake, first: `{"hello": 1}` or `{"hello": 1, "resume": "<token>", "since"?: pos}`
+//!   (or, in legacy mode, a bare non-JSON string naming the session);
+//! - then envelopes `{"topic": string, "data": any JSON value, "id"?: string}`.
 //!
-//! The server answers the handshake on topic [`WELCOME_TOPIC`], reports problems on
-//! [`ERROR_TOPIC`] as `{"code", "message", "topic"?}`, and passes backend messages on as envelopes.
+//! The server answers the handshake on topic [`WELCOME_TOPIC`], acknowledges messages that carry
+//! an id on [`ACK_TOPIC`], reports problems on [`ERROR_TOPIC`] as `{"code", "message", "topic"?,
+//! "id"?}`, tells how far a session is caught up on [`POSITION_TOPIC`], and passes backend
+//! messages on as envelopes (with `"pos"` when they came through the publication log).
 //! Backends publish [`BackendMessage`]s: `{"data"?, "topic"?, "add"?, "remove"?, "sessionData"?}`.
 
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::Value;
 
+use crate::broker::log::Position;
 use crate::topics::{Topic, TopicError};
 
 /// Topic of the server's answer to the handshake.
@@ -20,6 +23,12 @@ pub const WELCOME_TOPIC: &str = "rohrpost.welcome";
 pub const ERROR_TOPIC: &str = "rohrpost.error";
 /// Prefix of each session's direct topic, `rohrpost.client.<sessionId>`.
 pub const DIRECT_PREFIX: &str = "rohrpost.client.";
+/// Topic of acknowledgements of client messages that carry an id: `{"id"}`.
+pub const ACK_TOPIC: &str = "rohrpost.ack";
+/// Topic of position notices: `{"pos", "recovered"?: false}`.
+pub const POSITION_TOPIC: &str = "rohrpost.pos";
+/// The longest client message id, in bytes.
+pub const MAX_MESSAGE_ID: usize = 128;
 
 /// What went wrong with a client message, as the client sees it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -32,6 +41,7 @@ pub enum ErrorCode {
     TooLarge,
     RateLimited,
     BackendUnavailable,
+    BackendUncertain,
     BackendTimeout,
     BackendError,
 }
@@ -48,6 +58,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::BackendUnavailable => "backend_unavailable",
+            ErrorCode::BackendUncertain => "backend_uncertain",
             ErrorCode::BackendTimeout => "backend_timeout",
             ErrorCode::BackendError => "backend_error",
         }
@@ -61,6 +72,8 @@ pub struct ClientError {
     pub message: String,
     /// The topic the failed message was about, when it had a valid one.
     pub topic: Option<String>,
+    /// The id the failed message carried.
+    pub id: Option<String>,
 }
 
 impl ClientError {
@@ -69,11 +82,18 @@ impl ClientError {
             code,
             message: message.into(),
             topic: None,
+            id: None,
         }
     }
 
     pub fn about(mut self, topic: &str) -> Self {
         self.topic = Some(topic.to_string());
+        self
+    }
+
+    /// The error is about the message with this id.
+    pub fn for_id(mut self, id: Option<&str>) -> Self {
+        self.id = id.map(str::to_string);
         self
     }
 
@@ -86,8 +106,16 @@ impl ClientError {
         if let Some(topic) = &self.topic {
             data["topic"] = Value::String(topic.clone());
         }
+        if let Some(id) = &self.id {
+            data["id"] = Value::String(id.clone());
+        }
         envelope(ERROR_TOPIC, &data)
     }
+}
+
+/// The acknowledgement of the client message `id`.
+pub fn ack(id: &str) -> String {
+    envelope(ACK_TOPIC, &serde_json::json!({ "id": id }))
 }
 
 /// `{"topic": topic, "data": data}` as JSON text.
@@ -100,13 +128,31 @@ pub fn envelope(topic: &str, data: &Value) -> String {
     serde_json::to_string(&Envelope { topic, data }).unwrap_or_default()
 }
 
+/// `{"topic": topic, "data": data, "pos": position}` as JSON text (no `pos` when `None`).
+pub fn envelope_at(topic: &str, data: &Value, position: Option<&Position>) -> String {
+    #[derive(Serialize)]
+    struct Envelope<'a> {
+        topic: &'a str,
+        data: &'a Value,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pos: Option<String>,
+    }
+    let pos = position.map(ToString::to_string);
+    serde_json::to_string(&Envelope { topic, data, pos }).unwrap_or_default()
+}
+
 /// The first message of a session.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Hello {
     /// `{"hello": 1}`: a new session.
     New,
-    /// `{"hello": 1, "resume": token}`: continue a session.
-    Resume(String),
+    /// `{"hello": 1, "resume": token, "since"?: pos}`: continue a session, recovering what was
+    /// published for it after `since` (kept as sent; one that is no position cannot be
+    /// recovered from).
+    Resume {
+        token: String,
+        since: Option<String>,
+    },
     /// Legacy 0.x: a bare string naming the session (dots removed).
     Legacy(String),
 }
@@ -140,9 +186,22 @@ pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
     if object.get("hello") != Some(&Value::from(1)) {
         return Err(required());
     }
+    let since = match object.get("since") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(pos)) => Some(pos.clone()),
+        Some(_) => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidMessage,
+                "\"since\" must be a \"pos\" string the server sent",
+            ))
+        }
+    };
     match object.get("resume") {
         None | Some(Value::Null) => Ok(Hello::New),
-        Some(Value::String(token)) => Ok(Hello::Resume(token.clone())),
+        Some(Value::String(token)) => Ok(Hello::Resume {
+            token: token.clone(),
+            since,
+        }),
         Some(_) => Err(ClientError::new(
             ErrorCode::InvalidMessage,
             "\"resume\" must be the token string from rohrpost.welcome",
@@ -155,6 +214,8 @@ pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
 pub struct Envelope {
     pub topic: Topic,
     pub data: Value,
+    /// The client's id for the message: it wants an ack.
+    pub id: Option<String>,
 }
 
 /// Parses an envelope; `data` may be any JSON value (absent counts as `null`).
@@ -176,10 +237,21 @@ pub fn parse_envelope(message: &str, max_topic_len: usize) -> Result<Envelope, C
             ))
         }
     };
-    let topic = Topic::parse(&topic, max_topic_len)
-        .map_err(|e: TopicError| ClientError::new(ErrorCode::InvalidTopic, e.to_string()))?;
+    let id = match object.remove("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if (1..=MAX_MESSAGE_ID).contains(&id.len()) => Some(id),
+        Some(_) => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidMessage,
+                format!("\"id\" must be a string of 1 to {MAX_MESSAGE_ID} bytes"),
+            ))
+        }
+    };
+    let topic = Topic::parse(&topic, max_topic_len).map_err(|e: TopicError| {
+        ClientError::new(ErrorCode::InvalidTopic, e.to_string()).for_id(id.as_deref())
+    })?;
     let data = object.remove("data").unwrap_or(Value::Null);
-    Ok(Envelope { topic, data })
+    Ok(Envelope { topic, data, id })
 }
 
 /// What a backend sends (on the broker, as an HTTP answer, or through the server API).
@@ -204,6 +276,10 @@ pub struct BackendMessage {
     /// Set on messages clients published; those never reach clients.
     #[serde(default)]
     pub from_client: bool,
+    /// On a direct topic: the session was resumed by another connection, whose nonce this is;
+    /// every other connection of the session closes (sent by Rohrpost itself).
+    #[serde(default, rename = "rohrpostTakeover")]
+    pub takeover: Option<String>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
@@ -246,6 +322,9 @@ pub struct ClientPayload<'a> {
     pub session_id: &'a str,
     pub session_data: &'a Value,
     pub from_client: bool,
+    /// The client's id for the message, so that a backend can drop a resent duplicate.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub message_id: Option<&'a str>,
 }
 
 #[cfg(test)]
@@ -257,7 +336,23 @@ mod tests {
         assert_eq!(parse_hello(r#"{"hello":1}"#, false), Ok(Hello::New));
         assert_eq!(
             parse_hello(r#"{"hello":1,"resume":"t"}"#, false),
-            Ok(Hello::Resume("t".into()))
+            Ok(Hello::Resume {
+                token: "t".into(),
+                since: None
+            })
+        );
+        assert_eq!(
+            parse_hello(r#"{"hello":1,"resume":"t","since":"e:4"}"#, false),
+            Ok(Hello::Resume {
+                token: "t".into(),
+                since: Some("e:4".into())
+            })
+        );
+        assert_eq!(
+            parse_hello(r#"{"hello":1,"resume":"t","since":4}"#, false)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidMessage
         );
         assert_eq!(
             parse_hello(r#"{"topic":"x"}"#, false).unwrap_err().code,
@@ -285,6 +380,12 @@ mod tests {
         assert_eq!(code(r#"{"topic":7}"#), ErrorCode::InvalidMessage);
         assert_eq!(code(r#"{"topic":"a b"}"#), ErrorCode::InvalidTopic);
         assert_eq!(code(r#"{"topic":""}"#), ErrorCode::InvalidTopic);
+        let e = parse_envelope(r#"{"topic":"a","id":"m1"}"#, 256).unwrap();
+        assert_eq!(e.id.as_deref(), Some("m1"));
+        assert_eq!(code(r#"{"topic":"a","id":""}"#), ErrorCode::InvalidMessage);
+        assert_eq!(code(r#"{"topic":"a","id":7}"#), ErrorCode::InvalidMessage);
+        let bad_topic = parse_envelope(r#"{"topic":"a b","id":"m2"}"#, 256).unwrap_err();
+        assert_eq!(bad_topic.id.as_deref(), Some("m2"));
     }
 
     #[test]

@@ -10,6 +10,12 @@
 //! scan of every session. A session holding several patterns that match the channel gets the
 //! message through each subscription; it accepts it only through the smallest of them, so each
 //! publish reaches each session exactly once.
+//!
+//! [`Join`] and [`SetPatterns`] answer once the broker has confirmed every subscription the
+//! session now needs, so a session can hold its welcome (or a grant) until anything published
+//! for it afterwards is sure to reach it. The router also keeps the newest log position it has
+//! routed: every logged message at or before it that a session's patterns match has been handed
+//! to that session, so [`ShareProgress`] can tell sessions how far they are caught up.
 
 use std::collections::{HashMap, HashSet};
 
@@ -22,9 +28,10 @@ use std::sync::Arc;
 use actix::prelude::*;
 use log::debug;
 
+use crate::broker::log::{Confirm, Position};
 use crate::broker::{Broker, BrokerMessage, LinkRestored, Subscribe, Unsubscribe};
 use crate::metrics::{self, DropReason, Path};
-use crate::protocol::{envelope, BackendMessage};
+use crate::protocol::{envelope_at, BackendMessage};
 use crate::sockjs::frames::EncodedMessage;
 use crate::topics::Pattern;
 
@@ -38,21 +45,26 @@ pub struct Deliver {
     /// The channel it was published on.
     pub channel: Arc<str>,
     pub message: Arc<BackendMessage>,
-    /// `{"topic": topic-or-channel, "data": ...}`, encoded once; `None` when there is no data.
+    /// `{"topic": topic-or-channel, "data": ..., "pos"?}`, encoded once; `None` when there is
+    /// no data.
     pub encoded: Option<EncodedMessage>,
+    /// Its place in the publication log, for a logged publish.
+    pub position: Option<Position>,
 }
 
 impl Deliver {
-    /// Builds the shared delivery of a parsed backend message published on `channel`.
-    pub fn new(channel: Arc<str>, message: BackendMessage) -> Deliver {
+    /// Builds the shared delivery of a parsed backend message published on `channel` (at
+    /// `position` in the log, if logged).
+    pub fn new(channel: Arc<str>, message: BackendMessage, position: Option<Position>) -> Deliver {
         let encoded = message.data.as_ref().map(|data| {
             let topic = message.topic.as_deref().unwrap_or(&channel);
-            EncodedMessage::new(&envelope(topic, data))
+            EncodedMessage::new(&envelope_at(topic, data, position.as_ref()))
         });
         Deliver {
             channel,
             message: Arc::new(message),
             encoded,
+            position,
         }
     }
 
@@ -62,7 +74,7 @@ impl Deliver {
     }
 }
 
-/// A session starts receiving.
+/// A session starts receiving. Answers once the broker has confirmed its subscriptions.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Join {
@@ -70,16 +82,31 @@ pub struct Join {
     pub recipient: Recipient<Deliver>,
     /// Told when the broker has its server back, to store the session's record again.
     pub restored: Recipient<LinkRestored>,
+    /// Told how far the session is caught up ([`ShareProgress`]).
+    pub progress: Recipient<Progress>,
     pub patterns: Vec<Pattern>,
 }
 
-/// A session's patterns changed (whitelist updated).
+/// A session's patterns changed (whitelist updated). Answers once the broker has confirmed the
+/// subscriptions they need.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct SetPatterns {
     pub key: SessionKey,
     pub patterns: Vec<Pattern>,
 }
+
+/// Tells every session how far it is caught up (sent by the worker before a drain, and by the
+/// router itself now and then).
+#[derive(Message, Debug, Clone, Copy)]
+#[rtype(result = "()")]
+pub struct ShareProgress;
+
+/// To a session: every logged message at or before this position that its patterns match has
+/// been handed to it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Progress(pub Position);
 
 /// A session ended.
 #[derive(Message)]
@@ -102,7 +129,15 @@ pub struct RouterStats {
 struct Member {
     recipient: Recipient<Deliver>,
     restored: Recipient<LinkRestored>,
+    progress: Recipient<Progress>,
     patterns: Vec<Pattern>,
+}
+
+/// How often, and after how many logged messages, sessions are told their progress unasked.
+#[derive(Debug, Clone, Copy)]
+pub struct ProgressEvery {
+    pub interval: std::time::Duration,
+    pub messages: u64,
 }
 
 /// The router actor of one worker.
@@ -110,14 +145,40 @@ pub struct Router {
     broker: Broker,
     members: HashMap<SessionKey, Member, FastHash>,
     index: HashMap<Pattern, HashSet<SessionKey, FastHash>, FastHash>,
+    /// The newest log position routed.
+    routed: Option<Position>,
+    /// The position last shared with the sessions.
+    shared: Option<Position>,
+    progress_every: ProgressEvery,
 }
 
 impl Router {
-    pub fn new(broker: Broker) -> Self {
+    pub fn new(broker: Broker, progress_every: ProgressEvery) -> Self {
         Router {
             broker,
             members: HashMap::default(),
             index: HashMap::default(),
+            routed: None,
+            shared: None,
+            progress_every,
+        }
+    }
+
+    /// Answers once the broker has confirmed `patterns`.
+    fn confirmed(&self, patterns: Vec<Pattern>) -> ResponseFuture<()> {
+        let confirm = self.broker.confirm.send(Confirm(patterns));
+        Box::pin(async move {
+            let _ = confirm.await;
+        })
+    }
+
+    fn share_progress(&mut self) {
+        let Some(routed) = &self.routed else {
+            return;
+        };
+        self.shared = Some(routed.clone());
+        for member in self.members.values() {
+            member.progress.do_send(Progress(routed.clone()));
         }
     }
 
@@ -146,6 +207,22 @@ impl Router {
 
 impl Actor for Router {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(self.progress_every.interval, |act, _ctx| {
+            if act.routed != act.shared {
+                act.share_progress();
+            }
+        });
+    }
+}
+
+impl Handler<ShareProgress> for Router {
+    type Result = ();
+
+    fn handle(&mut self, _msg: ShareProgress, _ctx: &mut Context<Self>) {
+        self.share_progress();
+    }
 }
 
 fn dedup(mut patterns: Vec<Pattern>) -> Vec<Pattern> {
@@ -155,22 +232,25 @@ fn dedup(mut patterns: Vec<Pattern>) -> Vec<Pattern> {
 }
 
 impl Handler<Join> for Router {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: Join, _ctx: &mut Context<Self>) -> Self::Result {
         if let Some(old) = self.members.remove(&msg.key) {
             self.remove_patterns(msg.key, &old.patterns);
         }
         let patterns = dedup(msg.patterns);
         self.add_patterns(msg.key, &patterns);
+        let confirmed = self.confirmed(patterns.clone());
         self.members.insert(
             msg.key,
             Member {
                 recipient: msg.recipient,
                 restored: msg.restored,
+                progress: msg.progress,
                 patterns,
             },
         );
+        confirmed
     }
 }
 
@@ -179,23 +259,24 @@ impl Handler<Join> for Router {
 impl Handler<LinkRestored> for Router {
     type Result = ();
 
-    fn handle(&mut self, _msg: LinkRestored, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: LinkRestored, _ctx: &mut Context<Self>) {
         log::info!(
-            "broker back: {} sessions store their records again",
-            self.members.len()
+            "broker back: {} sessions store their records again gap={}",
+            self.members.len(),
+            msg.gap
         );
         for member in self.members.values() {
-            member.restored.do_send(LinkRestored);
+            member.restored.do_send(msg);
         }
     }
 }
 
 impl Handler<SetPatterns> for Router {
-    type Result = ();
+    type Result = ResponseFuture<()>;
 
-    fn handle(&mut self, msg: SetPatterns, _ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: SetPatterns, _ctx: &mut Context<Self>) -> Self::Result {
         let Some(member) = self.members.get_mut(&msg.key) else {
-            return;
+            return Box::pin(futures_util::future::ready(()));
         };
         let new = dedup(msg.patterns);
         let old = std::mem::replace(&mut member.patterns, new.clone());
@@ -203,6 +284,7 @@ impl Handler<SetPatterns> for Router {
         let removed: Vec<Pattern> = old.iter().filter(|p| !new.contains(p)).cloned().collect();
         self.add_patterns(msg.key, &added);
         self.remove_patterns(msg.key, &removed);
+        self.confirmed(added)
     }
 }
 
@@ -232,6 +314,26 @@ impl Handler<BrokerMessage> for Router {
 
     fn handle(&mut self, msg: BrokerMessage, _ctx: &mut Context<Self>) {
         metrics::backend_message_in(Path::Broker);
+        let position = msg.position.clone();
+        self.route(msg);
+        // Only now is this message handed to every session it is for.
+        if let Some(position) = position {
+            let ahead = |shared: &Position| {
+                shared.epoch != position.epoch
+                    || position.seq >= shared.seq + self.progress_every.messages
+            };
+            let share = self.shared.as_ref().is_none_or(ahead);
+            self.routed = Some(position);
+            if share {
+                self.share_progress();
+            }
+        }
+    }
+}
+
+impl Router {
+    /// Hands a broker message to every session it is for, once each.
+    fn route(&self, msg: BrokerMessage) {
         let Some(holders) = self.index.get(&msg.subscription) else {
             return;
         };
@@ -247,7 +349,7 @@ impl Handler<BrokerMessage> for Router {
                 return;
             }
         };
-        let delivery = Deliver::new(msg.channel.clone(), message);
+        let delivery = Deliver::new(msg.channel.clone(), message, msg.position);
         for key in holders {
             let Some(member) = self.members.get(key) else {
                 continue;

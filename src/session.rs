@@ -9,6 +9,7 @@
 //! The session record (whitelist, data, created) lives in the broker's store with a TTL that is
 //! refreshed while the session is connected, so the session can be resumed on any worker.
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -19,29 +20,42 @@ use log::{debug, info};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::broker::{Broker, Cluster, LinkRestored, LoadSession, Publish, StoreSession};
+use crate::broker::log::{Position, PublishLogged};
+use crate::broker::{
+    Broker, BrokerError, Cluster, LinkRestored, LoadSession, Publish, StoreSession,
+};
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
 use crate::metrics::{self, DropReason, Path};
+use crate::pending::Pending;
 use crate::protocol::{
-    envelope, parse_envelope, parse_hello, BackendMessage, ClientError, ClientPayload, ErrorCode,
-    Hello, DIRECT_PREFIX, WELCOME_TOPIC,
+    ack, envelope, parse_envelope, parse_hello, BackendMessage, ClientError, ClientPayload,
+    ErrorCode, Hello, DIRECT_PREFIX, POSITION_TOPIC, WELCOME_TOPIC,
 };
 use crate::rate_limit::{TokenBucket, Verdict};
+use crate::recovery::{CatchUp, CatchUpAnswer, Recovery};
 use crate::resume::{new_session_id, TokenKey};
-use crate::router::{Deliver, Join, Leave, Router, SessionKey, SetPatterns};
+use crate::router::{Deliver, Join, Leave, Progress, Router, SessionKey, SetPatterns};
 use crate::sockjs::{CloseCause, Session, SessionCtx, SessionHandler};
 use crate::topics::{Pattern, Topic};
 
 /// Close code and reason for a session that never said hello.
 pub const HANDSHAKE_TIMEOUT: (u16, &str) = (4000, "Handshake timeout: send {\"hello\": 1} first");
-/// First and longest pause before storing a session record again after the broker refused it.
 /// Close code and reason for a client that keeps sending past `limits.burst` refusals.
 pub const RATE_LIMIT_ABUSE: (u16, &str) = (1008, "Rate limit exceeded: too many messages");
+/// Close code and reason for a connection whose session another connection resumed.
+pub const TAKEN_OVER: (u16, &str) = (4001, "Session resumed elsewhere");
+/// First and longest pause before storing a session record again after the broker refused it.
 const SAVE_RETRY_FIRST: Duration = Duration::from_millis(250);
 const SAVE_RETRY_MAX: Duration = Duration::from_secs(5);
-/// Client messages buffered while a resumed session's record is being loaded.
+/// Client messages buffered while a session is being resumed or joined.
 const MAX_PENDING: usize = 256;
+/// Backend messages held while a session waits for its subscriptions (or a grant's); past it,
+/// the session tells its client it may have missed messages.
+const MAX_HELD: usize = 4096;
+/// How long a session waits for the broker to confirm its subscriptions before it goes on
+/// without (the broker is down; it restores them when it is back).
+const CONFIRM_WAIT: Duration = Duration::from_secs(5);
 
 /// What every session of a worker shares.
 pub struct Services {
@@ -50,6 +64,8 @@ pub struct Services {
     /// The cluster directory, when the broker keeps one (Redis).
     pub cluster: Option<Cluster>,
     pub http: Addr<HttpBackend>,
+    /// Batched reads of the publication log for sessions that start.
+    pub recovery: Addr<Recovery>,
     pub settings: SessionSettings,
 }
 
@@ -65,6 +81,8 @@ pub struct SessionSettings {
     pub legacy_handshake: bool,
     pub http_rules: Arc<Vec<HttpTopicRule>>,
     pub tokens: TokenKey,
+    /// `history.enabled`: sessions get positions and recover, HTTP answers go through the log.
+    pub history: bool,
 }
 
 impl SessionSettings {
@@ -80,6 +98,7 @@ impl SessionSettings {
             legacy_handshake: config.compat.legacy_handshake,
             http_rules: Arc::new(config.http_topics.clone()),
             tokens,
+            history: config.history.enabled,
         }
     }
 }
@@ -99,6 +118,16 @@ struct Established {
     data: Value,
     created: u64,
     direct: Pattern,
+    /// The newest log position handed to this session (messages at or before it are
+    /// duplicates).
+    pos: Option<Position>,
+    /// The newest position the client was given.
+    told: Option<Position>,
+    /// While a grant's subscriptions are being confirmed: the messages that came after it, not
+    /// yet applied.
+    held: Option<VecDeque<Deliver>>,
+    /// Whether the held messages overflowed (some were dropped).
+    overflowed: bool,
 }
 
 impl Established {
@@ -122,11 +151,20 @@ impl Established {
             data,
             created,
             direct,
+            pos: None,
+            told: None,
+            held: None,
+            overflowed: false,
         }
     }
 
     fn allows(&self, topic: &str) -> bool {
         self.whitelist.iter().any(|p| p.matches(topic))
+    }
+
+    /// Whether the router would hand a message on `channel` to this session.
+    fn routes(&self, channel: &str) -> bool {
+        channel == self.direct.as_str() || self.allows(channel)
     }
 
     /// The router's patterns: the whitelist and the direct topic.
@@ -144,6 +182,25 @@ impl Established {
         };
         Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
     }
+
+    /// Holds `delivery` back (a grant is being confirmed); false if too many are held.
+    fn hold(&mut self, delivery: Deliver) {
+        let held = self.held.get_or_insert_with(VecDeque::new);
+        if held.len() < MAX_HELD {
+            held.push_back(delivery);
+        } else {
+            self.overflowed = true;
+            metrics::dropped(DropReason::SessionGone);
+        }
+    }
+}
+
+/// How a session is being started.
+struct Start {
+    resumed: bool,
+    legacy: bool,
+    /// On a resume: the position the client asked to recover from (unparsable: `Err`).
+    since: Option<Result<Position, ()>>,
 }
 
 enum Phase {
@@ -151,6 +208,13 @@ enum Phase {
     AwaitingHello,
     /// Loading the record of a resumed session; client messages wait.
     Resuming {
+        pending: Vec<String>,
+    },
+    /// Waiting for the broker to confirm the session's subscriptions and for the log read;
+    /// client messages and backend messages wait.
+    Joining {
+        session: Established,
+        start: Start,
         pending: Vec<String>,
     },
     Established(Established),
@@ -168,6 +232,10 @@ pub struct RohrpostSession {
     save_backoff: Duration,
     /// `limits.messages_per_second` and `limits.burst` for this session's messages.
     bucket: TokenBucket,
+    /// Names this connection in takeover notices, so it ignores its own.
+    nonce: String,
+    /// Closed because another connection resumed the session: it owns the record now.
+    taken_over: bool,
 }
 
 type Ctx<'a> = SessionCtx<'a, RohrpostSession>;
@@ -193,6 +261,8 @@ impl RohrpostSession {
             handshake_timer: None,
             save_retry: None,
             save_backoff: SAVE_RETRY_FIRST,
+            nonce: format!("{:016x}", rand::random::<u64>()),
+            taken_over: false,
         }
     }
 
@@ -217,21 +287,35 @@ impl RohrpostSession {
             Ok(hello) => hello,
             Err(e) => return self.error(e, s),
         };
+        let fresh = Start {
+            resumed: false,
+            legacy: false,
+            since: None,
+        };
         match hello {
-            Hello::New => self.establish(&new_session_id(), None, false, false, s),
-            Hello::Resume(token) => match self.settings().tokens.verify(&token) {
-                Some(id) => self.load(id, false, s),
+            Hello::New => self.join(&new_session_id(), None, fresh, s),
+            Hello::Resume { token, since } => match self.settings().tokens.verify(&token) {
+                Some(id) => {
+                    let since = since.map(|p| Position::parse(&p).ok_or(()));
+                    self.load(id, false, since, s)
+                }
                 None => {
                     debug!("resume token refused sockjs={}", s.id());
-                    self.establish(&new_session_id(), None, false, false, s)
+                    self.join(&new_session_id(), None, fresh, s)
                 }
             },
-            Hello::Legacy(id) => self.load(id, true, s),
+            Hello::Legacy(id) => self.load(id, true, None, s),
         }
     }
 
-    /// Loads the record of session `id`, then establishes it (fresh if there is none).
-    fn load(&mut self, id: String, legacy: bool, s: &mut Ctx<'_>) {
+    /// Loads the record of session `id`, then joins it (fresh if there is none).
+    fn load(
+        &mut self,
+        id: String,
+        legacy: bool,
+        since: Option<Result<Position, ()>>,
+        s: &mut Ctx<'_>,
+    ) {
         self.phase = Phase::Resuming {
             pending: Vec::new(),
         };
@@ -255,27 +339,30 @@ impl RohrpostSession {
                             }
                         };
                         let found = record.is_some();
-                        if legacy {
-                            h.establish(&id, record, true, true, s);
-                        } else if found {
-                            h.establish(&id, record, true, false, s);
+                        if legacy || found {
+                            let start = Start {
+                                resumed: true,
+                                legacy,
+                                since,
+                            };
+                            h.join(&id, record, start, s);
                         } else {
                             // Expired or unknown: a new session, never the old id without its record.
-                            h.establish(&new_session_id(), None, false, false, s);
+                            let fresh = Start {
+                                resumed: false,
+                                legacy: false,
+                                since: None,
+                            };
+                            h.join(&new_session_id(), None, fresh, s);
                         }
                     })
                 },
             ));
     }
 
-    fn establish(
-        &mut self,
-        id: &str,
-        record: Option<Record>,
-        resumed: bool,
-        legacy: bool,
-        s: &mut Ctx<'_>,
-    ) {
+    /// Joins the router with the session's patterns and waits for the broker to confirm them,
+    /// then reads the log ([`Self::caught_up`]); backend messages that arrive meanwhile wait.
+    fn join(&mut self, id: &str, record: Option<Record>, start: Start, s: &mut Ctx<'_>) {
         if let Some(timer) = self.handshake_timer.take() {
             s.context().cancel_future(timer);
         }
@@ -285,37 +372,177 @@ impl RohrpostSession {
         };
         let session = Established::new(id, record, self.settings());
         let address = s.context().address();
-        self.services.router.do_send(Join {
+        let joined = self.services.router.send(Join {
             key: self.key,
             recipient: address.clone().recipient(),
-            restored: address.recipient(),
+            restored: address.clone().recipient(),
+            progress: address.recipient(),
             patterns: session.patterns(),
         });
-        if legacy {
-            s.send(&format!("ok:{id}"));
+        let after = match &start.since {
+            Some(Ok(since)) => Some(since.clone()),
+            _ => None,
+        };
+        self.phase = Phase::Joining {
+            session,
+            start,
+            pending,
+        };
+        let history = self.settings().history;
+        let recovery = self.services.recovery.clone();
+        let sockjs = s.id().to_owned();
+        let ready = async move {
+            if tokio::time::timeout(CONFIRM_WAIT, joined).await.is_err() {
+                info!("subscriptions not confirmed in time sockjs={sockjs}; welcoming anyway");
+            }
+            if !history {
+                return None;
+            }
+            Some(recovery.send(CatchUp { after }).await)
+        };
+        s.context()
+            .spawn(
+                actix::fut::wrap_future::<_, Session<Self>>(ready).map(|answer, act, ctx| {
+                    act.with_handler(ctx, |h, s| {
+                        let answer = match answer {
+                            Some(Ok(Ok(answer))) => Some(answer),
+                            Some(Ok(Err(e))) => {
+                                info!("log not read for a starting session error={e}");
+                                None
+                            }
+                            Some(Err(e)) => {
+                                info!("log not read for a starting session error={e}");
+                                None
+                            }
+                            None => None,
+                        };
+                        h.caught_up(answer, s);
+                    })
+                }),
+            );
+    }
+
+    /// The session's subscriptions are in place and the log is read: welcome, replay what the
+    /// client missed, then what arrived meanwhile, then the waiting client messages.
+    fn caught_up(&mut self, answer: Option<CatchUpAnswer>, s: &mut Ctx<'_>) {
+        let (mut session, start, pending) = match std::mem::replace(&mut self.phase, Phase::Closed)
+        {
+            Phase::Joining {
+                session,
+                start,
+                pending,
+            } => (session, start, pending),
+            other => {
+                self.phase = other;
+                return;
+            }
+        };
+        let early = session.held.take().unwrap_or_default();
+        let recovered = answer.as_ref().is_some_and(|a| a.recovered);
+        session.pos = match (&start.since, &answer) {
+            (Some(Ok(since)), Some(_)) if recovered => Some(since.clone()),
+            (_, Some(answer)) => Some(answer.head.clone()),
+            _ => None,
+        };
+        session.told = session.pos.clone();
+        if start.legacy {
+            s.send(&format!("ok:{}", session.id));
         } else {
-            let welcome = serde_json::json!({
+            let mut welcome = serde_json::json!({
                 "session": &*session.id,
-                "resume": self.settings().tokens.issue(id),
-                "resumed": resumed,
+                "resume": self.settings().tokens.issue(&session.id),
+                "resumed": start.resumed,
                 "whitelist": session.whitelist.iter().map(|p| p.as_str()).collect::<Vec<_>>(),
             });
+            if let Some(pos) = &session.pos {
+                welcome["pos"] = Value::String(pos.to_string());
+            }
+            if start.resumed {
+                welcome["recovered"] = Value::Bool(recovered);
+            }
             s.send(&envelope(WELCOME_TOPIC, &welcome));
         }
         info!(
-            "session established sockjs={} session={} resumed={resumed} legacy={legacy}",
+            "session established sockjs={} session={} resumed={} recovered={recovered} legacy={}",
             s.id(),
-            session.id
+            session.id,
+            start.resumed,
+            start.legacy
         );
+        let id = session.id.clone();
         self.phase = Phase::Established(session);
         self.save(s);
         // Keep the record alive while connected.
         let refresh = (self.settings().ttl / 3).max(Duration::from_secs(1));
         s.context()
             .run_interval(refresh, |act, ctx| act.with_handler(ctx, |h, s| h.save(s)));
+        if let Some(answer) = &answer {
+            if recovered {
+                for delivery in answer.entries.iter() {
+                    let Phase::Established(session) = &self.phase else {
+                        return;
+                    };
+                    let after = session.pos.as_ref();
+                    let new = (delivery.position.as_ref())
+                        .is_some_and(|p| after.is_none_or(|a| !p.not_after(a)));
+                    if new && session.routes(&delivery.channel) {
+                        self.receive(delivery.clone(), s);
+                    }
+                }
+            }
+        }
+        for delivery in early {
+            self.receive(delivery, s);
+        }
+        if let (Some(answer), Phase::Established(session)) = (&answer, &mut self.phase) {
+            let behind = (session.pos.as_ref())
+                .is_none_or(|p| p.not_after(&answer.head) && *p != answer.head);
+            if behind {
+                session.pos = Some(answer.head.clone());
+            }
+        }
+        self.tell_position(false, s);
+        if start.resumed && !start.legacy {
+            self.claim(&id);
+        }
         for message in pending {
             self.on_message(message, s);
         }
+    }
+
+    /// Tells every other connection of session `id` that this one has it now.
+    fn claim(&self, id: &str) {
+        let notice = serde_json::json!({ "rohrpostTakeover": &self.nonce });
+        let publish = self.services.broker.publish.send(Publish {
+            channel: Arc::from(format!("{DIRECT_PREFIX}{id}")),
+            payload: Bytes::from(notice.to_string()),
+        });
+        actix_rt::spawn(async move {
+            if let Ok(Err(e)) = publish.await {
+                debug!("takeover notice not published error={e}");
+            }
+        });
+    }
+
+    /// Sends the client a position notice if it is behind the session's position (or, with
+    /// `lost`, whatever it has: messages may have been lost that cannot be replayed).
+    fn tell_position(&mut self, lost: bool, s: &mut Ctx<'_>) {
+        let Phase::Established(session) = &mut self.phase else {
+            return;
+        };
+        let lost = lost || std::mem::take(&mut session.overflowed);
+        if session.pos == session.told && !lost {
+            return;
+        }
+        let mut notice = serde_json::json!({});
+        if let Some(pos) = &session.pos {
+            notice["pos"] = Value::String(pos.to_string());
+        }
+        if lost {
+            notice["recovered"] = Value::Bool(false);
+        }
+        session.told = session.pos.clone();
+        s.send(&envelope(POSITION_TOPIC, &notice));
     }
 
     fn store_message(&self, session: &Established) -> StoreSession {
@@ -368,13 +595,15 @@ impl RohrpostSession {
             Verdict::Accept => {}
             verdict => {
                 let settings = self.settings();
+                let id = message_id(&message);
                 let e = ClientError::new(
                     ErrorCode::RateLimited,
                     format!(
                         "more than {} messages per second (bursts of {}); message not sent",
                         settings.messages_per_second, settings.burst
                     ),
-                );
+                )
+                .for_id(id.as_deref());
                 self.error(e, s);
                 if verdict == Verdict::Abuse {
                     metrics::forced_close(metrics::ForcedClose::RateLimit);
@@ -392,7 +621,8 @@ impl RohrpostSession {
                     message.len(),
                     settings.max_message_bytes
                 ),
-            );
+            )
+            .for_id(message_id(&message).as_deref());
             return self.error(e, s);
         }
         let envelope = match parse_envelope(&message, settings.max_topic_len) {
@@ -405,7 +635,8 @@ impl RohrpostSession {
                 ErrorCode::NotWhitelisted,
                 format!("topic {topic} is not on this session's whitelist"),
             )
-            .about(topic.as_str());
+            .about(topic.as_str())
+            .for_id(envelope.id.as_deref());
             return self.error(e, s);
         }
         let payload = serde_json::to_vec(&ClientPayload {
@@ -414,73 +645,165 @@ impl RohrpostSession {
             session_id: &session.id,
             session_data: &session.data,
             from_client: true,
+            message_id: envelope.id.as_deref(),
         })
         .map(Bytes::from)
         .unwrap_or_default();
-        match rule_for(&settings.http_rules, &topic) {
-            Some(rule) => self.call_http(rule, topic, payload, s),
-            None => self.publish(topic, payload, s),
+        let sent = Sent {
+            topic,
+            id: envelope.id,
+        };
+        match rule_for(&settings.http_rules, &sent.topic) {
+            Some(rule) => self.call_http(rule, sent, payload, session.direct.clone(), s),
+            None => self.publish(sent, payload, s),
         }
     }
 
     /// Publishes a client message on the broker. The request runs on its own task, not the
     /// session's: a session that ends right after (a drain) must not take its last message
-    /// with it. A failure comes back to the session as [`PublishFailed`].
-    fn publish(&self, topic: Topic, payload: Bytes, s: &mut Ctx<'_>) {
+    /// with it, and the worker does not exit while it is under way. The outcome comes back as
+    /// [`Outcome`].
+    fn publish(&self, sent: Sent, payload: Bytes, s: &mut Ctx<'_>) {
         let publish = self.services.broker.publish.send(Publish {
-            channel: Arc::from(topic.as_str()),
+            channel: Arc::from(sent.topic.as_str()),
             payload,
         });
         let session = s.context().address();
+        let pending = Pending::start();
         actix_rt::spawn(async move {
-            let reason = match publish.await {
+            let result = match publish.await {
                 Ok(Ok(())) => {
                     metrics::client_message_out(Path::Broker);
-                    return;
+                    Ok(())
                 }
-                Ok(Err(e)) => e.to_string(),
-                Err(e) => e.to_string(),
+                Ok(Err(e)) => Err(e),
+                Err(e) => Err(BrokerError::Unavailable(e.to_string())),
             };
-            metrics::backend_error();
-            session.do_send(PublishFailed { topic, reason });
+            if result.is_err() {
+                metrics::backend_error();
+            }
+            session.do_send(Outcome::Published { sent, result });
+            drop(pending);
         });
     }
 
     /// Sends a client message to its HTTP rule. Like [`Self::publish`], the request runs on its
-    /// own task so that a session ending right after does not cancel it; the answer comes back
-    /// as [`HttpAnswer`].
-    fn call_http(&self, rule: usize, topic: Topic, payload: Bytes, s: &mut Ctx<'_>) {
+    /// own task; an answer that is a backend message goes through the publication log to the
+    /// session's direct topic (so that the session gets it even if it moved to another worker
+    /// meanwhile); anything else comes back to the session as [`Outcome`].
+    fn call_http(&self, rule: usize, sent: Sent, payload: Bytes, direct: Pattern, s: &mut Ctx<'_>) {
         let call = self.services.http.send(HttpCall {
             rule,
-            topic: topic.clone(),
+            topic: sent.topic.clone(),
             payload,
         });
         let session = s.context().address();
+        let logged = self
+            .settings()
+            .history
+            .then(|| self.services.broker.publish_logged.clone());
         let started = std::time::Instant::now();
+        let pending = Pending::start();
         actix_rt::spawn(async move {
             let result = call.await;
             metrics::http_latency(started.elapsed());
-            session.do_send(HttpAnswer { topic, result });
+            let answer = match (result, logged) {
+                (Ok(Ok(Some(map))), Some(publish_logged)) => {
+                    metrics::client_message_out(Path::Http);
+                    metrics::backend_message_in(Path::Http);
+                    let payload = Bytes::from(Value::Object(map.clone()).to_string());
+                    let logged = publish_logged.send(PublishLogged {
+                        channel: Arc::from(direct.as_str()),
+                        payload,
+                    });
+                    match logged.await {
+                        Ok(Ok(_)) => HttpOutcome::Logged,
+                        Ok(Err(e)) if !e.not_done() => HttpOutcome::Uncertain(e.to_string()),
+                        // Not in the log: the session applies it itself, if it is still here.
+                        _ => HttpOutcome::Answer(Ok(Ok(Some(map)))),
+                    }
+                }
+                (result, _) => HttpOutcome::Answer(result),
+            };
+            session.do_send(Outcome::Http { sent, answer });
+            drop(pending);
         });
     }
 
-    fn http_answer(&mut self, answer: HttpAnswer, s: &mut Ctx<'_>) {
-        let topic = answer.topic;
-        let error = match answer.result {
+    fn outcome(&mut self, outcome: Outcome, s: &mut Ctx<'_>) {
+        let (sent, error) = match outcome {
+            Outcome::Published { sent, result } => match result {
+                Ok(()) => return self.acked(&sent, s),
+                Err(e) if e.not_done() => (
+                    sent,
+                    ClientError::new(
+                        ErrorCode::BackendUnavailable,
+                        format!("message not delivered: {e}"),
+                    ),
+                ),
+                Err(e) => (
+                    sent,
+                    ClientError::new(
+                        ErrorCode::BackendUncertain,
+                        format!("message may or may not have been delivered: {e}"),
+                    ),
+                ),
+            },
+            Outcome::Http { sent, answer } => match self.http_outcome(&sent, answer, s) {
+                Some(error) => (sent, error),
+                None => return,
+            },
+        };
+        metrics::backend_error();
+        let error = error.about(sent.topic.as_str()).for_id(sent.id.as_deref());
+        self.error(error, s);
+    }
+
+    /// Acknowledges `sent` if it carried an id.
+    fn acked(&self, sent: &Sent, s: &mut Ctx<'_>) {
+        if let Some(id) = &sent.id {
+            s.send(&ack(id));
+        }
+    }
+
+    /// What the HTTP call of `sent` came to; the error for the client, if any.
+    fn http_outcome(
+        &mut self,
+        sent: &Sent,
+        answer: HttpOutcome,
+        s: &mut Ctx<'_>,
+    ) -> Option<ClientError> {
+        let result = match answer {
+            HttpOutcome::Logged => {
+                self.acked(sent, s);
+                return None;
+            }
+            HttpOutcome::Uncertain(reason) => {
+                // The backend took the message; its answer may or may not reach the client.
+                self.acked(sent, s);
+                return Some(ClientError::new(
+                    ErrorCode::BackendUncertain,
+                    format!("the backend answered, but its answer may not reach you: {reason}"),
+                ));
+            }
+            HttpOutcome::Answer(result) => result,
+        };
+        match result {
             Ok(Ok(answer)) => {
                 metrics::client_message_out(Path::Http);
-                let Some(map) = answer else { return };
+                self.acked(sent, s);
+                let map = answer?;
                 metrics::backend_message_in(Path::Http);
                 match BackendMessage::from_value(Value::Object(map)) {
                     Ok(message) => {
-                        let channel: Arc<str> = Arc::from(topic.as_str());
-                        self.apply(&Deliver::new(channel, message), true, s);
-                        return;
+                        let channel: Arc<str> = Arc::from(sent.topic.as_str());
+                        self.apply(Deliver::new(channel, message, None), true, s);
+                        None
                     }
-                    Err(e) => ClientError::new(
+                    Err(e) => Some(ClientError::new(
                         ErrorCode::BackendError,
                         format!("backend answer unusable: {e}"),
-                    ),
+                    )),
                 }
             }
             Ok(Err(e)) => {
@@ -489,28 +812,59 @@ impl RohrpostSession {
                     "backend_error" => ErrorCode::BackendError,
                     _ => ErrorCode::BackendUnavailable,
                 };
-                ClientError::new(code, e.to_string())
+                Some(ClientError::new(code, e.to_string()))
             }
-            Err(e) => ClientError::new(ErrorCode::BackendUnavailable, e.to_string()),
-        };
-        metrics::backend_error();
-        self.error(error.about(topic.as_str()), s);
+            Err(e) => Some(ClientError::new(
+                ErrorCode::BackendUnavailable,
+                e.to_string(),
+            )),
+        }
+    }
+
+    /// A backend message from the router (or a replay): applied now, or held while a grant's
+    /// subscriptions are confirmed or the session is still starting.
+    fn receive(&mut self, delivery: Deliver, s: &mut Ctx<'_>) {
+        match &mut self.phase {
+            Phase::Joining { session, .. } => session.hold(delivery),
+            Phase::Established(session) if session.held.is_some() => session.hold(delivery),
+            Phase::Established(session) => {
+                let direct = *delivery.channel == *session.direct.as_str();
+                self.apply(delivery, direct, s);
+            }
+            _ => metrics::dropped(DropReason::SessionGone),
+        }
     }
 
     /// Applies a backend message: whitelist changes, session data, then data for the client.
     /// `direct` messages (direct topic, HTTP answers) reach the client whatever its whitelist.
-    fn apply(&mut self, delivery: &Deliver, direct: bool, s: &mut Ctx<'_>) {
+    /// A message whose grant needs new subscriptions reaches the client only once they are
+    /// confirmed, and the messages after it wait until then.
+    fn apply(&mut self, delivery: Deliver, direct: bool, s: &mut Ctx<'_>) {
         let Phase::Established(session) = &mut self.phase else {
             metrics::dropped(DropReason::SessionGone);
             return;
         };
+        if let Some(position) = &delivery.position {
+            if session.pos.as_ref().is_some_and(|p| position.not_after(p)) {
+                return; // replayed already
+            }
+            session.pos = Some(position.clone());
+        }
         let message = &delivery.message;
-        let mut changed_whitelist = false;
+        if let Some(nonce) = &message.takeover {
+            if direct && *nonce != self.nonce {
+                info!("session taken over session={}", session.id);
+                self.taken_over = true;
+                s.close(TAKEN_OVER.0, TAKEN_OVER.1);
+            }
+            return;
+        }
+        let mut added = Vec::new();
         for p in &message.add {
             match Pattern::parse(p, usize::MAX) {
                 Ok(p) if !session.whitelist.contains(&p) => {
-                    session.whitelist.push(p);
-                    changed_whitelist = true;
+                    session.whitelist.push(p.clone());
+                    added.push(p);
                 }
                 Ok(_) => {}
                 Err(e) => debug!("backend pattern ignored pattern={p:?} reason={e}"),
@@ -520,27 +874,73 @@ impl RohrpostSession {
         session
             .whitelist
             .retain(|p| !message.remove.iter().any(|r| r == p.as_str()));
-        changed_whitelist |= session.whitelist.len() != before;
+        let removed = session.whitelist.len() != before;
         let mut changed_data = false;
         if let Some(data) = &message.session_data {
             session.data = data.clone();
             changed_data = true;
         }
-        if changed_whitelist {
-            self.services.router.do_send(SetPatterns {
+        if !added.is_empty() || removed {
+            let set = self.services.router.send(SetPatterns {
                 key: self.key,
                 patterns: session.patterns(),
             });
+            if !added.is_empty() {
+                // Held until the new subscriptions are confirmed: once the client has the
+                // grant, everything published on the granted patterns reaches it.
+                session.held = Some(VecDeque::new());
+                let confirmed = async move {
+                    let _ = tokio::time::timeout(CONFIRM_WAIT, set).await;
+                };
+                s.context()
+                    .spawn(actix::fut::wrap_future::<_, Session<Self>>(confirmed).map(
+                        move |(), act, ctx| {
+                            act.with_handler(ctx, |h, s| h.granted(delivery, direct, s))
+                        },
+                    ));
+                self.save(s);
+                return;
+            }
         }
-        if changed_whitelist || changed_data {
+        if !added.is_empty() || removed || changed_data {
             self.save(s);
         }
-        let Phase::Established(session) = &self.phase else {
+        self.deliver(&delivery, direct, s);
+    }
+
+    /// A grant's subscriptions are confirmed: its data goes to the client, then the messages
+    /// held after it.
+    fn granted(&mut self, delivery: Deliver, direct: bool, s: &mut Ctx<'_>) {
+        let held = match &mut self.phase {
+            Phase::Established(session) => session.held.take().unwrap_or_default(),
+            _ => return,
+        };
+        self.deliver(&delivery, direct, s);
+        let mut held = held;
+        while let Some(next) = held.pop_front() {
+            self.receive(next, s);
+            if let Phase::Established(session) = &mut self.phase {
+                if let Some(again) = &mut session.held {
+                    // Another grant: the rest waits behind it, in order.
+                    again.extend(held.drain(..));
+                    return;
+                }
+            }
+        }
+        self.tell_position(false, s);
+    }
+
+    /// The client part of a backend message.
+    fn deliver(&mut self, delivery: &Deliver, direct: bool, s: &mut Ctx<'_>) {
+        let Phase::Established(session) = &mut self.phase else {
             return;
         };
         if let Some(encoded) = &delivery.encoded {
             if direct || session.allows(delivery.topic()) {
                 metrics::delivered();
+                if delivery.position.is_some() {
+                    session.told = delivery.position.clone();
+                }
                 s.send_encoded(encoded.clone());
             } else {
                 debug!(
@@ -552,6 +952,12 @@ impl RohrpostSession {
             }
         }
     }
+}
+
+/// The id a message carries, read leniently (for errors about messages that did not parse).
+fn message_id(message: &str) -> Option<String> {
+    let value: Value = serde_json::from_str(message).ok()?;
+    value.get("id")?.as_str().map(str::to_string)
 }
 
 impl SessionHandler for RohrpostSession {
@@ -570,14 +976,15 @@ impl SessionHandler for RohrpostSession {
     fn on_message(&mut self, message: String, s: &mut Ctx<'_>) {
         match &mut self.phase {
             Phase::AwaitingHello => self.hello(message, s),
-            Phase::Resuming { pending } => {
+            Phase::Resuming { pending } | Phase::Joining { pending, .. } => {
                 if pending.len() < MAX_PENDING {
                     pending.push(message);
                 } else {
                     let e = ClientError::new(
                         ErrorCode::BackendUnavailable,
-                        "too many messages while the session is being resumed",
-                    );
+                        "too many messages while the session is being resumed; message not sent",
+                    )
+                    .for_id(message_id(&message).as_deref());
                     self.error(e, s);
                 }
             }
@@ -587,66 +994,99 @@ impl SessionHandler for RohrpostSession {
     }
 
     fn on_close(&mut self, cause: CloseCause) {
-        if let Phase::Established(session) = std::mem::replace(&mut self.phase, Phase::Closed) {
-            self.services.router.do_send(Leave { key: self.key });
-            // Last save, refreshing the TTL: the client may resume within `sessions.ttl`.
-            self.services
-                .broker
-                .store
-                .do_send(self.store_message(&session));
-            info!("session closed session={} cause={cause:?}", session.id);
+        match std::mem::replace(&mut self.phase, Phase::Closed) {
+            Phase::Established(session) | Phase::Joining { session, .. } => {
+                self.services.router.do_send(Leave { key: self.key });
+                // Last save, refreshing the TTL: the client may resume within `sessions.ttl`.
+                // Not when another connection took the session over: the record is its now.
+                if !self.taken_over {
+                    self.services
+                        .broker
+                        .store
+                        .do_send(self.store_message(&session));
+                }
+                info!("session closed session={} cause={cause:?}", session.id);
+            }
+            _ => {}
         }
     }
 }
 
-/// The outcome of an HTTP rule's request, for the session that sent the message.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct HttpAnswer {
+/// A client message on its way to a backend.
+struct Sent {
     topic: Topic,
-    result: Result<HttpResult, actix::MailboxError>,
+    /// The client's id for it: it wants an ack.
+    id: Option<String>,
 }
 
 type HttpResult =
     Result<Option<serde_json::Map<String, Value>>, crate::http_backend::HttpBackendError>;
 
-impl Handler<HttpAnswer> for Session<RohrpostSession> {
+/// What became of an HTTP rule's request.
+enum HttpOutcome {
+    /// The answer is in the log, on its way to the session's direct topic.
+    Logged,
+    /// The answer was given to the log, which did not say whether it took it.
+    Uncertain(String),
+    /// The answer (or the failure), for the session to apply itself.
+    Answer(Result<HttpResult, actix::MailboxError>),
+}
+
+/// The outcome of a client message, for the session that sent it.
+#[derive(Message)]
+#[rtype(result = "()")]
+enum Outcome {
+    Published {
+        sent: Sent,
+        result: Result<(), BrokerError>,
+    },
+    Http {
+        sent: Sent,
+        answer: HttpOutcome,
+    },
+}
+
+impl Handler<Outcome> for Session<RohrpostSession> {
     type Result = ();
 
-    fn handle(&mut self, msg: HttpAnswer, ctx: &mut Context<Self>) {
-        self.with_handler(ctx, |h, s| h.http_answer(msg, s));
+    fn handle(&mut self, msg: Outcome, ctx: &mut Context<Self>) {
+        self.with_handler(ctx, |h, s| h.outcome(msg, s));
     }
 }
 
-/// A client message the broker did not take; the client is told.
-#[derive(Message)]
-#[rtype(result = "()")]
-struct PublishFailed {
-    topic: Topic,
-    reason: String,
-}
-
-impl Handler<PublishFailed> for Session<RohrpostSession> {
+/// The broker is back after an outage: store the record again (the server may have lost it),
+/// and tell the client if messages may have been lost.
+impl Handler<LinkRestored> for Session<RohrpostSession> {
     type Result = ();
 
-    fn handle(&mut self, msg: PublishFailed, ctx: &mut Context<Self>) {
+    fn handle(&mut self, msg: LinkRestored, ctx: &mut Context<Self>) {
         self.with_handler(ctx, |h, s| {
-            let e = ClientError::new(
-                ErrorCode::BackendUnavailable,
-                format!("message not delivered: {}", msg.reason),
-            )
-            .about(msg.topic.as_str());
-            h.error(e, s);
+            h.save(s);
+            if msg.gap {
+                h.tell_position(true, s);
+            }
         });
     }
 }
 
-/// The broker is back after an outage: store the record again (the server may have lost it).
-impl Handler<LinkRestored> for Session<RohrpostSession> {
+/// How far the session is caught up: the client is told if it is behind.
+impl Handler<Progress> for Session<RohrpostSession> {
     type Result = ();
 
-    fn handle(&mut self, _msg: LinkRestored, ctx: &mut Context<Self>) {
-        self.with_handler(ctx, |h, s| h.save(s));
+    fn handle(&mut self, Progress(position): Progress, ctx: &mut Context<Self>) {
+        self.with_handler(ctx, |h, s| {
+            let Phase::Established(session) = &mut h.phase else {
+                return;
+            };
+            if session.held.is_some() {
+                return;
+            }
+            let ahead = (session.pos.as_ref()).is_none_or(|p| !position.not_after(p));
+            if ahead {
+                session.pos = Some(position);
+                h.tell_position(false, s);
+            }
+        });
     }
 }
 
@@ -655,9 +1095,6 @@ impl Handler<Deliver> for Session<RohrpostSession> {
     type Result = ();
 
     fn handle(&mut self, delivery: Deliver, ctx: &mut Context<Self>) {
-        self.with_handler(ctx, |h, s| {
-            let direct = matches!(&h.phase, Phase::Established(e) if *delivery.channel == *e.direct.as_str());
-            h.apply(&delivery, direct, s);
-        });
+        self.with_handler(ctx, |h, s| h.receive(delivery, s));
     }
 }

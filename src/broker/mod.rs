@@ -12,6 +12,7 @@
 //! [`BrokerError::Unavailable`] and nothing is queued silently.
 
 pub mod local;
+pub mod log;
 pub mod redis;
 
 use std::sync::Arc;
@@ -50,6 +51,17 @@ pub enum BrokerError {
     /// The server answered with an error.
     #[error("broker error: {0}")]
     Server(String),
+    /// The command was sent but no answer came (a timeout, a connection lost after writing):
+    /// the server may or may not have carried it out.
+    #[error("broker outcome unknown: {0}")]
+    Uncertain(String),
+}
+
+impl BrokerError {
+    /// Whether the command was certainly not carried out (and so may be retried safely).
+    pub fn not_done(&self) -> bool {
+        !matches!(self, BrokerError::Uncertain(_))
+    }
 }
 
 /// A message that arrived on a subscription; sent by the broker to the topic router.
@@ -61,9 +73,11 @@ pub struct BrokerMessage {
     /// The channel it was published on.
     pub channel: Arc<str>,
     pub payload: Bytes,
+    /// Its place in the publication log, for a logged publish.
+    pub position: Option<log::Position>,
 }
 
-/// Publishes `payload` on `channel`.
+/// Publishes `payload` on `channel`, outside the publication log.
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "Result<(), BrokerError>")]
 pub struct Publish {
@@ -95,7 +109,7 @@ where
 {
     Box::pin(async move {
         let result = answer.await;
-        if let Err(BrokerError::Unavailable(reason)) = &result {
+        if let Err(BrokerError::Unavailable(reason) | BrokerError::Uncertain(reason)) = &result {
             broker.do_send(LinkLost {
                 generation,
                 reason: reason.clone(),
@@ -107,10 +121,15 @@ where
 
 /// The broker has its server back after losing it. A server that restarted may have lost every
 /// session record (Redis without persistence), so each live session stores its record again:
-/// the broker tells the router, the router tells every session.
+/// the broker tells the router, the router tells every session. Sent once the logged messages
+/// missed meanwhile have been replayed.
 #[derive(Message, Debug, Clone, Copy)]
 #[rtype(result = "()")]
-pub struct LinkRestored;
+pub struct LinkRestored {
+    /// Logged messages may have been lost that the log could not replay (its history was lost
+    /// or trimmed): sessions tell their clients.
+    pub gap: bool,
+}
 
 /// Asks a broker to tell `0` about every [`LinkRestored`] from now on.
 #[derive(Message)]
@@ -222,6 +241,9 @@ pub struct Broker {
     pub load: Recipient<LoadSession>,
     pub secret: Recipient<SharedSecret>,
     pub connected: Recipient<IsConnected>,
+    pub publish_logged: Recipient<log::PublishLogged>,
+    pub read_log: Recipient<log::ReadLog>,
+    pub confirm: Recipient<log::Confirm>,
 }
 
 impl Broker {
@@ -235,9 +257,15 @@ impl Broker {
             + Handler<StoreSession>
             + Handler<LoadSession>
             + Handler<SharedSecret>
-            + Handler<IsConnected>,
+            + Handler<IsConnected>
+            + Handler<log::PublishLogged>
+            + Handler<log::ReadLog>
+            + Handler<log::Confirm>,
     {
         Broker {
+            publish_logged: addr.clone().recipient(),
+            read_log: addr.clone().recipient(),
+            confirm: addr.clone().recipient(),
             publish: addr.clone().recipient(),
             subscribe: addr.clone().recipient(),
             unsubscribe: addr.clone().recipient(),

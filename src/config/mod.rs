@@ -49,6 +49,18 @@ pub struct Config {
     pub compat: CompatConfig,
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
+    pub history: HistoryConfig,
+}
+
+/// `[history]`: the publication log every logged publish goes through, from which resumed
+/// sessions recover what they missed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryConfig {
+    pub enabled: bool,
+    /// Entries kept (the newest).
+    pub size: usize,
+    /// How long an entry is kept.
+    pub ttl: Duration,
 }
 
 /// `[cluster]`: several machines sharing one Redis.
@@ -301,6 +313,11 @@ impl Config {
             },
             cluster: RawCluster {
                 enabled: self.cluster.enabled,
+            },
+            history: RawHistory {
+                enabled: self.history.enabled,
+                size: self.history.size as i64,
+                ttl: format_duration(self.history.ttl),
             },
             api: RawApi {
                 // Never print a secret.

@@ -22,6 +22,25 @@ pub struct RawConfig {
     pub compat: RawCompat,
     pub api: RawApi,
     pub cluster: RawCluster,
+    pub history: RawHistory,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RawHistory {
+    pub enabled: bool,
+    pub size: i64,
+    pub ttl: String,
+}
+
+impl Default for RawHistory {
+    fn default() -> Self {
+        RawHistory {
+            enabled: true,
+            size: 10_000,
+            ttl: "5m".into(),
+        }
+    }
 }
 
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]

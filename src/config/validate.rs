@@ -54,6 +54,15 @@ impl RawConfig {
             &self.sockjs.disconnect_delay,
         );
         let ttl = duration(&mut errors, "sessions.ttl", &self.sessions.ttl);
+        let history_ttl = duration(&mut errors, "history.ttl", &self.history.ttl);
+        let history_size = checked_range(
+            &mut errors,
+            "history.size",
+            self.history.size,
+            1,
+            10_000_000,
+            "1..=10000000 entries",
+        );
         let restart_window = duration(
             &mut errors,
             "workers.restart_window",
@@ -373,6 +382,11 @@ impl RawConfig {
             },
             cluster: ClusterConfig {
                 enabled: self.cluster.enabled,
+            },
+            history: HistoryConfig {
+                enabled: self.history.enabled,
+                size: history_size as usize,
+                ttl: history_ttl,
             },
         })
     }

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 use subtle::ConstantTimeEq;
 
 use super::MainPort;
+use crate::broker::log::PublishLogged;
 use crate::broker::Publish;
 use crate::protocol::DIRECT_PREFIX;
 use crate::supervisor::actor::StartRoll;
@@ -108,13 +109,34 @@ pub async fn to_session(
     send(&port, &channel, body.to_message(body.topic.as_deref())).await
 }
 
+/// Publishes through the publication log (when history is enabled): 202 with the position,
+/// 503 when the broker certainly did not take it, 504 when it may have (retrying may then
+/// deliver it twice).
 async fn send(port: &MainPort, channel: &str, message: Value) -> HttpResponse {
-    let publish = Publish {
-        channel: Arc::from(channel),
-        payload: Bytes::from(message.to_string()),
+    let channel_name: Arc<str> = Arc::from(channel);
+    let payload = Bytes::from(message.to_string());
+    let published = if port.history {
+        let publish = PublishLogged {
+            channel: channel_name,
+            payload,
+        };
+        (port.broker.publish_logged.send(publish).await).map(|r| r.map(Some))
+    } else {
+        let publish = Publish {
+            channel: channel_name,
+            payload,
+        };
+        (port.broker.publish.send(publish).await).map(|r| r.map(|()| None))
     };
-    match port.broker.publish.send(publish).await {
-        Ok(Ok(())) => HttpResponse::Accepted().json(serde_json::json!({ "published": channel })),
+    match published {
+        Ok(Ok(Some(position))) => HttpResponse::Accepted().json(serde_json::json!({
+            "published": channel,
+            "pos": position.to_string(),
+        })),
+        Ok(Ok(None)) => HttpResponse::Accepted().json(serde_json::json!({ "published": channel })),
+        Ok(Err(e)) if !e.not_done() => HttpResponse::GatewayTimeout()
+            .content_type(ContentType::plaintext())
+            .body(format!("{e}\n")),
         Ok(Err(e)) => HttpResponse::ServiceUnavailable()
             .content_type(ContentType::plaintext())
             .body(format!("{e}\n")),

@@ -30,6 +30,8 @@ pub struct MainPort {
     pub host_external: String,
     pub prefix: String,
     pub api_key: Option<String>,
+    /// `history.enabled`: the API publishes through the publication log.
+    pub history: bool,
 }
 
 impl MainPort {
@@ -49,6 +51,7 @@ impl MainPort {
             host_external: config.http.host_external.clone(),
             prefix: config.sockjs.prefix.clone(),
             api_key: config.api.key.clone(),
+            history: config.history.enabled,
         }
     }
 }

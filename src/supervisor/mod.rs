@@ -12,14 +12,14 @@ pub mod actor;
 pub mod process;
 
 use std::os::unix::fs::PermissionsExt;
-use std::path::Path;
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use log::info;
 use tokio::signal::unix::{signal, SignalKind};
 
-use crate::broker::local::{LocalBroker, LocalBrokerServer, LocalBrokerServerHandle};
+use crate::broker::local::{LocalBroker, LocalBrokerServer, LocalBrokerServerHandle, ServerLimits};
+use crate::broker::log::HistorySettings;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, Cluster, Discard};
 use crate::config::{BrokerKind, Config};
@@ -32,7 +32,7 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let exe = std::env::current_exe()?;
     // The embedded broker is up before any worker starts; it lives as long as the supervisor.
     let embedded = match config.broker.kind {
-        BrokerKind::Local => Some(start_embedded_broker(&config.broker.socket).await?),
+        BrokerKind::Local => Some(start_embedded_broker(&config).await?),
         BrokerKind::Redis => None,
     };
     let supervisor = Supervisor::new(config.clone(), exe, embedded).start();
@@ -40,7 +40,8 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
     let discard = Discard.start().recipient();
     let (broker, cluster) = match config.broker.kind {
         BrokerKind::Redis => {
-            let redis = RedisBroker::start(&config.broker.redis_url, discard)?;
+            let history = HistorySettings::of(&config.history);
+            let redis = RedisBroker::start(&config.broker.redis_url, history, discard)?;
             (Broker::of(&redis), Some(Cluster::of(&redis)))
         }
         BrokerKind::Local => (
@@ -83,12 +84,17 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
 }
 
 /// Binds the embedded broker's socket in a directory only this user may enter.
-async fn start_embedded_broker(socket: &Path) -> anyhow::Result<LocalBrokerServerHandle> {
+async fn start_embedded_broker(config: &Config) -> anyhow::Result<LocalBrokerServerHandle> {
+    let socket = config.broker.socket.as_path();
     if let Some(dir) = socket.parent() {
         std::fs::create_dir_all(dir)?;
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
-    let handle = LocalBrokerServer::bind(socket)
+    let limits = ServerLimits {
+        history: Some(HistorySettings::of(&config.history)),
+        ..ServerLimits::default()
+    };
+    let handle = LocalBrokerServer::bind_with(socket, limits)
         .await
         .map_err(|e| anyhow::anyhow!("embedded broker socket {}: {e}", socket.display()))?;
     info!("embedded broker listening socket={}", socket.display());

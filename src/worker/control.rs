@@ -19,6 +19,8 @@ use crate::cluster::{self, WorkerEntry};
 use crate::control::{encode, Command, WorkerEvent};
 use crate::http_backend::{HttpBackend, InFlight};
 use crate::metrics;
+use crate::pending;
+use crate::router::{Router, ShareProgress};
 use crate::sockjs::Endpoint;
 
 /// Close code and reason telling clients to reconnect at once, elsewhere.
@@ -35,6 +37,7 @@ const DRAIN_POLL: Duration = Duration::from_millis(100);
 pub fn start(
     endpoint: Endpoint,
     http: actix::Addr<HttpBackend>,
+    router: actix::Addr<Router>,
     server: ServerHandle,
     port: u16,
     drain_timeout: Duration,
@@ -102,6 +105,8 @@ pub fn start(
                 }
                 Some(why) = drain_rx.recv(), if !draining => {
                     draining = true;
+                    // Every session tells its client how far it is caught up, before the close.
+                    let _ = router.send(ShareProgress).await;
                     let (code, reason) = SERVICE_RESTART;
                     let told = endpoint.drain(code, reason).await;
                     info!("worker draining reason={why:?} sessions={told}");
@@ -114,8 +119,9 @@ pub fn start(
                         let deadline = tokio::time::Instant::now() + drain_timeout;
                         loop {
                             let left = endpoint.session_count().await;
-                            // Requests the last sessions started still finish before the exit.
-                            let open = http.send(InFlight).await.unwrap_or(0);
+                            // Requests the last sessions started still finish before the exit,
+                            // and so do the publishes of their messages and answers.
+                            let open = http.send(InFlight).await.unwrap_or(0) + pending::count();
                             if (left == 0 && open == 0) || tokio::time::Instant::now() >= deadline {
                                 // Let the broker write out the last publishes.
                                 tokio::time::sleep(BROKER_FLUSH).await;

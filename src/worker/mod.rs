@@ -19,12 +19,14 @@ use actix_web::{App, HttpServer};
 use log::{info, warn};
 
 use crate::broker::local::LocalBroker;
+use crate::broker::log::HistorySettings;
 use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, Cluster, IsConnected, SharedSecret, WatchRestored};
 use crate::config::{BrokerKind, Config};
 use crate::http_backend::HttpBackend;
+use crate::recovery::Recovery;
 use crate::resume::{new_secret, TokenKey};
-use crate::router::Router;
+use crate::router::{ProgressEvery, Router};
 use crate::session::{RohrpostSession, Services, SessionSettings};
 use crate::sockjs::{Endpoint, SockjsOptions};
 
@@ -40,7 +42,8 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     let restored = WatchRestored(ctx.address().recipient());
     let (broker, cluster) = match config.broker.kind {
         BrokerKind::Redis => {
-            let redis = RedisBroker::start(&config.broker.redis_url, deliver)?;
+            let history = HistorySettings::of(&config.history);
+            let redis = RedisBroker::start(&config.broker.redis_url, history, deliver)?;
             redis.do_send(restored);
             (Broker::of(&redis), Some(Cluster::of(&redis)))
         }
@@ -50,7 +53,8 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
             (Broker::of(&local), None)
         }
     };
-    let router = ctx.run(Router::new(broker.clone()));
+    let router = ctx.run(Router::new(broker.clone(), progress_every(config)));
+    let recovery = Recovery::new(broker.clone()).start();
     wait_connected(&broker).await;
     let tokens = TokenKey::new(&shared_secret(config, &broker).await);
     let rules = Arc::new(config.http_topics.clone());
@@ -65,8 +69,18 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
         broker,
         cluster,
         http,
+        recovery,
         settings: SessionSettings::from_config(config, tokens),
     }))
+}
+
+/// How often sessions are told how far they are caught up: often enough that a quiet session's
+/// position stays within the history (a quarter of its age and of its size).
+fn progress_every(config: &Config) -> ProgressEvery {
+    ProgressEvery {
+        interval: (config.history.ttl / 4).clamp(Duration::from_secs(1), Duration::from_secs(60)),
+        messages: (config.history.size as u64 / 4).max(1),
+    }
 }
 
 /// Waits a little for the broker to connect, so that a worker is ready with a working broker
@@ -117,6 +131,7 @@ async fn shared_secret(config: &Config, broker: &Broker) -> String {
 pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<()> {
     let services = start_services(&config).await?;
     let http = services.http.clone();
+    let router = services.router.clone();
     let announce = services
         .cluster
         .clone()
@@ -152,6 +167,7 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
         control::start(
             endpoint,
             http,
+            router,
             server.handle(),
             port,
             config.workers.drain_timeout,

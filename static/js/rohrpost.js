@@ -4,12 +4,31 @@
  *   const rp = new Rohrpost({connectUrl: '/connect'});
  *   rp.on('chat.room.*', (data, topic) => render(topic, data));
  *   rp.on('error', err => console.warn(err.code, err.message));
- *   rp.publish('chat.room.lobby', {text: 'hi'});
+ *   rp.on('gap', gap => reloadHistory());  // messages may be missing: resynchronise
+ *   rp.publish('chat.room.lobby', {text: 'hi'}).then(ack => ..., err => console.warn(err.code));
  *
  * One connection attempt: GET `connectUrl` (plain text: the SockJS URL of the least-loaded
- * worker) → open SockJS there → send `{"hello": 1}`, or `{"hello": 1, "resume": token}` when a
- * token is known → the server answers on `rohrpost.welcome` with `{session, resume, resumed,
- * whitelist}` → the session is open: queued messages are sent, in the order they were published.
+ * worker) → open SockJS there → send `{"hello": 1}`, or `{"hello": 1, "resume": token, "since":
+ * pos}` when a token is known → the server answers on `rohrpost.welcome` with `{session, resume,
+ * resumed, whitelist, pos, recovered}` → the session is open: unacknowledged messages are sent,
+ * in the order they were published.
+ *
+ * Delivery you can count on (the server's side is in the README's protocol section):
+ *   - Positions. The client keeps the last position (`pos`, an opaque string) the server
+ *     named — in the welcome, in any message carrying one, in a `rohrpost.pos` notice — in
+ *     memory and, beside the resume token, in `sessionStorage`. A resume sends it as `since`;
+ *     the server then replays what the session missed (`recovered: true`) or says it cannot
+ *     (`recovered: false`), and the client reports that in its `reconnect` event and as a
+ *     `gap` event, as it does a `rohrpost.pos` notice with `recovered: false`.
+ *   - Acknowledged publishing. Every published message carries an `id` (this client's random
+ *     prefix and a counter) and stays in the ordered send queue until the server answers it on
+ *     `rohrpost.ack` or `rohrpost.error`; after a reconnect every unanswered one is sent again,
+ *     with the same id and in publish order, so a backend that drops repeated `messageId`s gets
+ *     each exactly once. `publish` returns a promise of that answer.
+ *   - One session, one connection. When another connection resumes this session, the server
+ *     closes this one with 4001 ("Session resumed elsewhere"); the client then forgets the
+ *     token and position and starts a new session (a duplicated browser tab copies
+ *     `sessionStorage`: the two tabs end up with a session each instead of fighting over one).
  *
  * When the connection is lost the client tries again, always through `connectUrl`, so a dead or
  * draining worker is skipped: at once after a worker restart (close code 1012, or Rohrpost 0.x's
@@ -30,10 +49,22 @@
 
   /** Close codes that mean "this worker restarts": reconnect at once. */
   var RESTART_CODES = [1012, 100];
+  /**
+   * The server's close of a connection whose session another connection resumed: reconnect at
+   * once, with a new session. (The client's own 4001, "/connect failed", never comes from a
+   * socket, so the two cannot be confused here.)
+   */
+  var TAKEOVER_CODE = 4001;
   /** Names `on()` takes as client events; anything else is a topic pattern. */
-  var EVENTS = ['open', 'reconnect', 'close', 'error', 'state'];
+  var EVENTS = ['open', 'reconnect', 'close', 'error', 'state', 'gap', 'takeover'];
   var WELCOME_TOPIC = 'rohrpost.welcome';
   var ERROR_TOPIC = 'rohrpost.error';
+  var ACK_TOPIC = 'rohrpost.ack';
+  var POS_TOPIC = 'rohrpost.pos';
+  /** The error code of a message whose fate the server does not know: resent with its id. */
+  var UNCERTAIN_CODE = 'backend_uncertain';
+  /** ms before the first resend of a `backend_uncertain` message; doubles per resend. */
+  var FIRST_UNCERTAIN_RETRY = 500;
   /** SockJS's (and WebSocket's) readyState of an open connection. */
   var SOCK_OPEN = 1;
   /** The first backoff ceiling, in ms; it doubles per failed attempt up to `maxBackoff`. */
@@ -43,8 +74,12 @@
     resume: true,
     maxBackoff: 30000,
     connectTimeout: 15000,
-    maxQueue: 1000
+    maxQueue: 1000,
+    uncertainRetries: 3
   };
+
+  /** The handler that marks a publish promise as handled, so that ignoring it reports nothing. */
+  function noop() {}
 
   /**
    * Whether `topic` matches `pattern`, by the server's rule: `*` matches any run of characters
@@ -87,13 +122,18 @@
    * @param {object} options
    * @param {string} options.connectUrl  the server's `/connect` URL (absolute under Node)
    * @param {string[]} [options.transports]  SockJS transports to allow (default: all)
-   * @param {boolean} [options.resume=true]  also keep the resume token in `sessionStorage`, so a
-   *   page reload continues the session (reconnects resume from memory either way)
+   * @param {boolean} [options.resume=true]  also keep the resume token and the last position in
+   *   `sessionStorage`, so a page reload continues the session where it was (reconnects resume
+   *   from memory either way)
    * @param {number} [options.maxBackoff=30000]  longest pause between attempts, in ms
    * @param {number} [options.connectTimeout=15000]  longest one attempt (/connect, SockJS open,
    *   welcome) may take before it is abandoned and retried, in ms
-   * @param {number} [options.maxQueue=1000]  most messages kept while not open; more are refused
-   *   with an `error` event (`queue_full`)
+   * @param {number} [options.maxQueue=1000]  most published messages kept until the server
+   *   answers them (waiting for the connection, or sent and not yet acknowledged); more are
+   *   refused with an `error` event and a rejected promise (`queue_full`)
+   * @param {number} [options.uncertainRetries=3]  how many times a message the server answers
+   *   with `backend_uncertain` is sent again (same id; after 500, 1000, 2000 ms…) before its
+   *   promise is rejected with that error; 0 rejects at once
    * @param {Function} [options.SockJS]  the SockJS constructor (default: the global `SockJS`)
    * @param {Function} [options.fetch]  the fetch function (default: the global `fetch`)
    */
@@ -106,11 +146,12 @@
     this.connectUrl = options.connectUrl;
     /** SockJS transports allowed, or undefined for all. */
     this.transports = options.transports;
-    /** Whether the resume token is also kept in `sessionStorage`. */
+    /** Whether the resume token and the last position are also kept in `sessionStorage`. */
     this.resume = pick(options, 'resume') !== false;
-    this.maxBackoff = positive(options, 'maxBackoff');
-    this.connectTimeout = positive(options, 'connectTimeout');
-    this.maxQueue = positive(options, 'maxQueue');
+    this.maxBackoff = positive(options, 'maxBackoff', 'ms');
+    this.connectTimeout = positive(options, 'connectTimeout', 'ms');
+    this.maxQueue = positive(options, 'maxQueue', 'messages');
+    this.uncertainRetries = count(options, 'uncertainRetries');
     this._SockJS = options.SockJS || root.SockJS;
     this._fetch = options.fetch || (typeof root.fetch === 'function' ? root.fetch.bind(root) : null);
     if (typeof this._SockJS !== 'function') {
@@ -130,9 +171,16 @@
     this.whitelist = [];
     /** How many times the session was welcomed again after its first welcome. */
     this.reconnects = 0;
+    /**
+     * The last position the server named (an opaque string), or null: where the session is
+     * caught up to. Updated before the handlers of the message that carried it run.
+     */
+    this.pos = null;
 
     this._handlers = [];
-    this._queue = []; // encoded messages waiting for an open session, oldest first
+    this._queue = []; // published messages not yet answered (see `publish`), oldest first
+    this._idPrefix = randomPrefix();
+    this._published = 0; // messages published so far: the counter in their ids
     this._sock = null;
     this._welcomed = false; // whether the current connection got its welcome
     this._attempt = 0; // id of the current attempt; callbacks of older ones are ignored
@@ -143,7 +191,10 @@
     this._attemptTimer = null;
     this._abort = null; // aborts the pending /connect request
     this._stopped = false;
-    this._token = this._loadToken();
+    // The storage is looked up once: the page's own, even if the global changes later.
+    this._storage = this.resume ? sessionStorageOf(root) : null;
+    this._token = this._load('resume');
+    this.pos = this._token ? this._load('pos') : null;
     this._connect();
   }
 
@@ -151,13 +202,57 @@
     return options[name] === undefined ? DEFAULTS[name] : options[name];
   }
 
-  function positive(options, name) {
+  function positive(options, name, unit) {
     var value = pick(options, name);
     if (typeof value !== 'number' || !(value > 0)) {
-      throw new TypeError('Rohrpost: the ' + name + ' option must be a positive number of ' +
-        (name === 'maxQueue' ? 'messages' : 'ms'));
+      throw new TypeError('Rohrpost: the ' + name + ' option must be a positive number of ' + unit);
     }
     return value;
+  }
+
+  function count(options, name) {
+    var value = pick(options, name);
+    if (typeof value !== 'number' || !(value >= 0) || Math.floor(value) !== value) {
+      throw new TypeError('Rohrpost: the ' + name + ' option must be a whole number (0 or more)');
+    }
+    return value;
+  }
+
+  /** The page's `sessionStorage`, or null where there is none or it is forbidden (sandboxed frames). */
+  function sessionStorageOf(scope) {
+    try {
+      return scope.sessionStorage || null;
+    } catch (err) {
+      return null;
+    }
+  }
+
+  /**
+   * The start of every message id of one client: 20 random hex digits and a dash, so that ids
+   * from different pages do not collide at a backend that deduplicates by `messageId`.
+   */
+  function randomPrefix() {
+    var bytes = null;
+    try {
+      if (root.crypto && typeof root.crypto.getRandomValues === 'function') bytes = root.crypto.getRandomValues(new Uint8Array(10));
+    } catch (err) {
+      bytes = null; // no usable crypto: Math.random below
+    }
+    var prefix = '';
+    for (var i = 0; i < 10; i++) {
+      var byte = bytes ? bytes[i] : Math.floor(Math.random() * 256) & 255;
+      prefix += (byte < 16 ? '0' : '') + byte.toString(16);
+    }
+    return prefix + '-';
+  }
+
+  /** The reason a publish promise is rejected with: an Error carrying the server's fields. */
+  function publishError(data) {
+    var err = new Error(data.message || data.code);
+    err.code = data.code;
+    err.topic = data.topic;
+    err.id = data.id;
+    return err;
   }
 
   /** The matcher `on()` uses, exposed for tests and for routing of one's own. */
@@ -165,10 +260,25 @@
 
   /**
    * Calls `fn(data, topic)` for every message whose topic matches `topicOrPattern`, or for a
-   * client event: 'open' (the first welcome's data), 'reconnect' (`{gap, resumed}`: ms between
-   * losing the connection and the next welcome), 'close' (`{code, reason, willReconnect}`, for
-   * every lost connection or failed attempt), 'error' (`{code, message, topic?}` from
-   * `rohrpost.error`, or the client's own `queue_full` / `closed`), 'state' (the new state).
+   * client event:
+   *   - 'open': the first welcome's data (on a page reload that resumed, with the server's
+   *     `resumed` and `recovered`);
+   *   - 'reconnect' (`{gap, resumed, recovered}`): every later welcome; `gap` is the ms between
+   *     losing the connection and the welcome, `resumed` whether it is the same session,
+   *     `recovered` whether the server replays every message the session missed (always false
+   *     for a new session, or when the server keeps no history);
+   *   - 'gap' (`{cause, pos}`): messages may be missing, resynchronise from the backend — after
+   *     a reconnect that did not recover (`cause: 'reconnect'`, with the same 'reconnect' event
+   *     before it), or on a `rohrpost.pos` notice with `recovered: false` (`cause: 'notice'`: the
+   *     server lost messages, e.g. its broker's log); never for the first welcome;
+   *   - 'takeover' (`{session, code, reason}`): another connection resumed this session (close
+   *     4001); the client has forgotten the token and position and starts a new session, which
+   *     arrives as a 'reconnect' with `resumed: false`;
+   *   - 'close' (`{code, reason, willReconnect}`): every lost connection or failed attempt;
+   *   - 'error' (`{code, message, topic?, id?}`): from `rohrpost.error` (a `backend_uncertain`
+   *     one only once its retries are used up), or the client's own `queue_full` / `closed`;
+   *   - 'state': the new state.
+   * `rohrpost.welcome`, `.error`, `.ack` and `.pos` are the client's own; they reach no pattern.
    * @param {string} topicOrPattern  an event name, or a pattern (`*` = any run of characters)
    * @param {function(*, string)} fn
    * @returns {Rohrpost} this
@@ -195,42 +305,83 @@
   };
 
   /**
-   * Sends `data` (any JSON value; `undefined` becomes null) on `topic`. While the session is not
-   * open the message is queued and sent after the next welcome, in publish order. Problems the
-   * server finds come back as `error` events.
+   * Sends `data` (any JSON value; `undefined` becomes null) on `topic`, with an `id` of its own
+   * (the backend receives it as `messageId`). The message stays in the ordered send queue until
+   * the server answers it: while the session is not open it waits, and after every welcome all
+   * unanswered messages are sent (again, if they went out on a connection that was lost before
+   * the answer), with their ids, in publish order. A message may thus reach the backend more
+   * than once; a backend that drops repeated `messageId`s gets each once.
+   *
+   * The promise resolves with `{id, topic}` on the server's `rohrpost.ack`, and rejects with an
+   * Error carrying `code`, `message`, `topic` and `id` on a `rohrpost.error` for the message, on
+   * `queue_full` (more than `maxQueue` unanswered) and on `closed` (published after `close()`,
+   * or unanswered when `close()` came). `backend_uncertain` (the server does not know whether
+   * the backend took it) is not final: the message is sent again with the same id, up to
+   * `uncertainRetries` times (500 ms, then 1 s, 2 s, … apart), and only then rejected. A message
+   * resent that way may reach the backend after messages published later.
+   *
+   * Every rejection is also an `error` event, and the promise never counts as unhandled: a
+   * caller that ignores it loses nothing it had before.
    * @param {string} topic
    * @param {*} [data]
-   * @returns {Rohrpost} this
+   * @returns {Promise<{id: string, topic: string}>}
    */
   Rohrpost.prototype.publish = function (topic, data) {
     if (typeof topic !== 'string' || !topic) throw new TypeError('Rohrpost.publish: topic must be a non-empty string');
-    var text = JSON.stringify({ topic: topic, data: data === undefined ? null : data });
+    this._published += 1;
+    var id = this._idPrefix + this._published;
+    var entry = {
+      id: id,
+      topic: topic,
+      text: JSON.stringify({ topic: topic, data: data === undefined ? null : data, id: id }),
+      sent: false, // whether it went out on the current connection
+      everSent: false, // whether it went out at all (it may then have reached the backend)
+      retries: 0, // resends after backend_uncertain
+      timer: null, // the pending backend_uncertain resend
+      resolve: null,
+      reject: null
+    };
+    var answer = new Promise(function (resolve, reject) {
+      entry.resolve = resolve;
+      entry.reject = reject;
+    });
+    answer.catch(noop);
     if (this._stopped) {
-      this._emit('error', { code: 'closed', message: 'publish after close(): not sent', topic: topic });
-    } else if (this._queue.length === 0 && this._isOpen()) {
-      this._sock.send(text);
+      this._refuse(entry, 'closed', 'publish after close(): not sent');
     } else if (this._queue.length >= this.maxQueue) {
-      this._emit('error', {
-        code: 'queue_full',
-        message: 'not sent: ' + this.maxQueue + ' messages already wait for the connection',
-        topic: topic
-      });
+      this._refuse(entry, 'queue_full', 'not sent: ' + this.maxQueue + ' messages already wait for their acknowledgement');
     } else {
-      this._queue.push(text);
+      this._queue.push(entry);
+      // When open, every earlier message is out already, so sending now keeps publish order.
+      if (this._isOpen()) this._send(entry);
     }
-    return this;
+    return answer;
   };
 
   /**
-   * Closes for good: no more attempts, queued messages are dropped, later publishes are refused.
-   * Emits 'state' ('closed') and 'close' (`{code: 1000, willReconnect: false}`) once.
+   * Closes for good: no more attempts, later publishes are refused. Unanswered messages are
+   * dropped: their promises reject with `closed` (no `error` events), saying whether each was
+   * sent (it may then have reached the backend) or not. Emits 'state' ('closed') and 'close'
+   * (`{code: 1000, willReconnect: false}`) once.
    */
   Rohrpost.prototype.close = function () {
     if (this._stopped) return;
     this._stopped = true;
     this._cancelAttempt();
     clearTimeout(this._retryTimer);
+    var dropped = this._queue;
     this._queue = [];
+    dropped.forEach(function (entry) {
+      clearTimeout(entry.timer);
+      entry.reject(publishError({
+        code: 'closed',
+        message: entry.everSent
+          ? 'close() before its acknowledgement: it may or may not have reached the backend'
+          : 'close() before it was sent: not sent',
+        topic: entry.topic,
+        id: entry.id
+      }));
+    });
     this._dropSocket(1000, 'client closed');
     this._setState('closed');
     this._emit('close', { code: 1000, reason: 'client closed', willReconnect: false });
@@ -285,6 +436,91 @@
     return this.state === 'open' && this._sock !== null && this._sock.readyState === SOCK_OPEN;
   };
 
+  /** Sends a queued message on the current (open) socket; it stays queued until answered. */
+  Rohrpost.prototype._send = function (entry) {
+    clearTimeout(entry.timer);
+    entry.timer = null;
+    entry.sent = true;
+    entry.everSent = true;
+    this._sock.send(entry.text);
+  };
+
+  /** A publish the client itself refuses: an `error` event and a rejected promise. */
+  Rohrpost.prototype._refuse = function (entry, code, message) {
+    var error = { code: code, message: message, topic: entry.topic, id: entry.id };
+    this._emit('error', error);
+    entry.reject(publishError(error));
+  };
+
+  /** Where the queued message with `id` is, or -1 (answers mostly come oldest first). */
+  Rohrpost.prototype._queued = function (id) {
+    if (typeof id !== 'string') return -1;
+    for (var i = 0; i < this._queue.length; i++) {
+      if (this._queue[i].id === id) return i;
+    }
+    return -1;
+  };
+
+  /** `rohrpost.ack`: the broker or HTTP backend took the message; an unknown id is a repeat. */
+  Rohrpost.prototype._ack = function (data) {
+    var at = this._queued(data && data.id);
+    if (at < 0) return;
+    var entry = this._queue.splice(at, 1)[0];
+    clearTimeout(entry.timer);
+    entry.resolve({ id: entry.id, topic: entry.topic });
+  };
+
+  /**
+   * `rohrpost.error`: an `error` event, and the end of the message it names — except for
+   * `backend_uncertain` while the message has resends left: then it goes out again later.
+   */
+  Rohrpost.prototype._error = function (data) {
+    var at = this._queued(data && data.id);
+    if (at < 0) {
+      this._emit('error', data);
+      return;
+    }
+    var entry = this._queue[at];
+    if (data.code === UNCERTAIN_CODE && entry.retries < this.uncertainRetries) {
+      this._resendLater(entry);
+      return;
+    }
+    this._queue.splice(at, 1);
+    clearTimeout(entry.timer);
+    this._emit('error', data);
+    entry.reject(publishError(data));
+  };
+
+  /**
+   * Sends a `backend_uncertain` message again, with its id, after a pause that doubles per
+   * resend. If the connection is not open then, the next welcome sends it with the rest.
+   */
+  Rohrpost.prototype._resendLater = function (entry) {
+    var self = this;
+    var delay = FIRST_UNCERTAIN_RETRY * Math.pow(2, entry.retries);
+    entry.retries += 1;
+    entry.sent = false;
+    clearTimeout(entry.timer);
+    entry.timer = setTimeout(function () {
+      entry.timer = null;
+      if (!entry.sent && self._isOpen() && self._queue.indexOf(entry) >= 0) self._send(entry);
+    }, delay);
+  };
+
+  /** `rohrpost.pos`: caught up to `pos`; `recovered: false` says messages were lost. */
+  Rohrpost.prototype._position = function (data) {
+    if (!data) return;
+    if (typeof data.pos === 'string') this._setPos(data.pos);
+    if (data.recovered === false) this._emit('gap', { cause: 'notice', pos: this.pos });
+  };
+
+  /** Remembers the last position, in memory and (when `resume` is on) in `sessionStorage`. */
+  Rohrpost.prototype._setPos = function (pos) {
+    if (this.pos === pos) return;
+    this.pos = pos;
+    this._store('pos', pos);
+  };
+
   /** One attempt: ask `connectUrl` for a worker, then open SockJS to it. */
   Rohrpost.prototype._connect = function () {
     var self = this;
@@ -332,7 +568,7 @@
     sock.onopen = function () {
       if (self._sock !== sock) return;
       self.transport = sock.transport || null;
-      sock.send(JSON.stringify(self._token ? { hello: 1, resume: self._token } : { hello: 1 }));
+      sock.send(JSON.stringify(self._hello()));
     };
     sock.onmessage = function (e) {
       if (self._sock !== sock) return;
@@ -343,62 +579,98 @@
         return; // not a Rohrpost envelope (e.g. a 0.x `ok:<id>` answer)
       }
       if (!msg || typeof msg.topic !== 'string') return;
+      if (typeof msg.pos === 'string') self._setPos(msg.pos);
       if (msg.topic === WELCOME_TOPIC) self._welcome(msg.data);
-      else if (msg.topic === ERROR_TOPIC) self._emit('error', msg.data);
+      else if (msg.topic === ERROR_TOPIC) self._error(msg.data);
+      else if (msg.topic === ACK_TOPIC) self._ack(msg.data);
+      else if (msg.topic === POS_TOPIC) self._position(msg.data);
       else self._deliver(msg.topic, msg.data);
     };
     sock.onclose = function (e) {
       if (self._sock !== sock) return;
       self._sock = null;
-      self._fail(e.code, e.reason);
+      var takeover = e.code === TAKEOVER_CODE;
+      if (takeover) self._forget();
+      self._fail(e.code, e.reason, true);
+      if (takeover) self._emit('takeover', { session: self.session, code: e.code, reason: e.reason });
     };
   };
 
-  /** The session is open: remember it, send the queue in order, then tell the handlers. */
+  /** The handshake: resume with the token and the last position when there is a token. */
+  Rohrpost.prototype._hello = function () {
+    if (!this._token) return { hello: 1 };
+    var hello = { hello: 1, resume: this._token };
+    if (this.pos !== null) hello.since = this.pos;
+    return hello;
+  };
+
+  /**
+   * Forgets the session's token and position (memory and storage), so the next hello starts a
+   * new session. `session` stays until that session's welcome.
+   */
+  Rohrpost.prototype._forget = function () {
+    this._token = null;
+    this._store('resume', null);
+    this._setPos(null);
+  };
+
+  /**
+   * The session is open: remember it and its position, send every unanswered message in order
+   * (those sent before on a lost connection again, with their ids), then tell the handlers.
+   */
   Rohrpost.prototype._welcome = function (data) {
     if (this._welcomed || !data || typeof data.session !== 'string') return;
     this._welcomed = true;
     this._cancelAttempt();
     var first = this.session === null;
+    var resumed = data.resumed === true;
+    var recovered = resumed && data.recovered === true;
     this.session = data.session;
     this.whitelist = Array.isArray(data.whitelist) ? data.whitelist : [];
     if (typeof data.resume === 'string') {
       this._token = data.resume;
-      this._saveToken();
+      this._store('resume', this._token);
     }
+    this._setPos(typeof data.pos === 'string' ? data.pos : null);
     this._failures = 0;
     this._backoffs = 0;
-    var queued = this._queue;
-    this._queue = [];
-    for (var i = 0; i < queued.length; i++) this._sock.send(queued[i]);
+    for (var i = 0; i < this._queue.length; i++) this._send(this._queue[i]);
     this._setState('open');
     if (first) {
       this._emit('open', data);
     } else {
       this.reconnects += 1;
-      this._emit('reconnect', { gap: this._lostAt === null ? 0 : Date.now() - this._lostAt, resumed: data.resumed === true });
+      this._emit('reconnect', {
+        gap: this._lostAt === null ? 0 : Date.now() - this._lostAt,
+        resumed: resumed,
+        recovered: recovered
+      });
+      if (!recovered) this._emit('gap', { cause: 'reconnect', pos: this.pos });
     }
   };
 
   /**
    * The connection closed, or an attempt failed before its welcome: report it and schedule the
-   * next attempt. `code` and `reason` are SockJS's close, or 4000 (attempt timed out) / 4001
-   * (`connectUrl` failed) from the client itself.
+   * next attempt. `code` and `reason` are SockJS's close (`byServer`), or 4000 (attempt timed
+   * out) / 4001 (`connectUrl` failed) from the client itself. Messages sent on the lost
+   * connection stay queued, to be sent again after the next welcome.
    */
-  Rohrpost.prototype._fail = function (code, reason) {
+  Rohrpost.prototype._fail = function (code, reason, byServer) {
     if (this._stopped) return;
     var wasOpen = this.state === 'open';
     this._cancelAttempt();
     this._dropSocket(1000, 'giving up this attempt');
+    for (var i = 0; i < this._queue.length; i++) this._queue[i].sent = false;
     if (wasOpen) this._lostAt = Date.now();
     this._setState(this.session ? 'reconnecting' : 'connecting');
     this._emit('close', { code: code, reason: reason, willReconnect: true });
-    this._scheduleRetry(wasOpen && RESTART_CODES.indexOf(code) >= 0);
+    this._scheduleRetry(wasOpen && byServer === true && (RESTART_CODES.indexOf(code) >= 0 || code === TAKEOVER_CODE));
   };
 
   /**
-   * Schedules the next attempt: at once when an open session's worker restarts (only the first
-   * try after it, so a misbehaving server cannot make the client spin), else after a pause drawn
+   * Schedules the next attempt: at once when an open session's worker restarts or its session
+   * was taken over (only the first try after it, so a misbehaving server cannot make the client
+   * spin), else after a pause drawn
    * from [c/2, c] where the ceiling c doubles per pause from FIRST_BACKOFF up to `maxBackoff`.
    */
   Rohrpost.prototype._scheduleRetry = function (restart) {
@@ -440,23 +712,28 @@
     }
   };
 
-  Rohrpost.prototype._storageKey = function () {
-    return 'rohrpost.resume:' + this.connectUrl;
+  /** `sessionStorage` keys, one per `connectUrl`: `what` is 'resume' (the token) or 'pos'. */
+  Rohrpost.prototype._storageKey = function (what) {
+    return 'rohrpost.' + what + ':' + this.connectUrl;
   };
 
-  Rohrpost.prototype._loadToken = function () {
+  Rohrpost.prototype._load = function (what) {
     try {
-      return (this.resume && root.sessionStorage && root.sessionStorage.getItem(this._storageKey())) || null;
+      return (this._storage && this._storage.getItem(this._storageKey(what))) || null;
     } catch (err) {
-      return null; // storage forbidden (e.g. sandboxed frame): start a new session
+      return null; // storage forbidden: start a new session
     }
   };
 
-  Rohrpost.prototype._saveToken = function () {
+  /** Stores `value` under `what`, or removes it when null. */
+  Rohrpost.prototype._store = function (what, value) {
+    if (!this._storage) return;
     try {
-      if (this.resume && root.sessionStorage) root.sessionStorage.setItem(this._storageKey(), this._token);
+      if (value !== null) this._storage.setItem(this._storageKey(what), value);
+      else if (typeof this._storage.removeItem === 'function') this._storage.removeItem(this._storageKey(what));
+      else this._storage.setItem(this._storageKey(what), '');
     } catch (err) {
-      /* storage full or forbidden: the token stays in memory */
+      /* storage full or forbidden: the value stays in memory */
     }
   };
 

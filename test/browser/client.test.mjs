@@ -1,9 +1,13 @@
 // The Rohrpost client library (static/js/rohrpost.js) under Node.
 //
 // First its pure logic against a scripted SockJS and /connect (pattern matching, queue order,
-// backoff, restart codes, timeouts, resume tokens), then the real supervisor with two workers
-// and its embedded broker: handshake, publish and receive, patterns, errors, queueing, a page
-// reload, a staged restart and a killed worker the client rides out by itself, and close().
+// backoff, restart codes, timeouts, resume tokens, positions, acknowledgements, takeover), then
+// the real supervisor with two workers and its embedded broker: handshake, publish and receive,
+// patterns, errors, queueing, a page reload, a staged restart and a killed worker the client
+// rides out by itself, close(); and issue 11's delivery guarantees: positions sent back as
+// `since`, recovery after a reload and across a staged restart (every numbered message counted),
+// acks and errors settling publish promises, unacknowledged messages resent with their ids, and
+// a takeover (close 4001) leading to a fresh session.
 // The backend speaks through the server API and one `[[http_topics]]` rule served here.
 //
 //   ROHRPOST_BIN=/work/main/target/release/rohrpost node --test test/browser/client.test.mjs
@@ -103,11 +107,15 @@ function scriptedSockJS() {
       this.transport = transport;
       this.onopen?.();
     }
-    tell(topic, data) {
-      this.onmessage?.({ data: JSON.stringify({ topic, data }) });
+    tell(topic, data, pos) {
+      this.onmessage?.({ data: JSON.stringify(pos === undefined ? { topic, data } : { topic, data, pos }) });
     }
-    welcome(session = 'a'.repeat(32), resumed = false) {
-      this.tell('rohrpost.welcome', { session, resume: `token-of-${session}`, resumed, whitelist: ['anonym.*'] });
+    welcome(session = 'a'.repeat(32), resumed = false, extra = {}) {
+      this.tell('rohrpost.welcome', { session, resume: `token-of-${session}`, resumed, whitelist: ['anonym.*'], ...extra });
+    }
+    /** The messages sent after the hello that carry an id. */
+    published() {
+      return this.sent.filter((m) => 'id' in m);
     }
     drop(code, reason = '') {
       this.readyState = 3;
@@ -326,16 +334,22 @@ test('every attempt is bounded: a hanging /connect or a missing welcome is aband
   assert.equal(client.state, 'connecting');
 });
 
-test('the queue is bounded, and publishing after close() is refused, both as error events', async () => {
+test('the queue is bounded, and publishing after close() is refused, both as error events and rejections', async () => {
   const { client } = await scriptedClient({ maxQueue: 2 });
   const errors = [];
   client.on('error', (e) => errors.push(e));
-  client.publish('anonym.a', 1).publish('anonym.a', 2).publish('anonym.a', 3);
+  const answers = [1, 2, 3].map((n) => settled(client.publish('anonym.a', n)));
   assert.deepEqual(errors.map((e) => [e.code, e.topic]), [['queue_full', 'anonym.a']]);
   client.close();
-  client.publish('anonym.b', 4);
+  const late = settled(client.publish('anonym.b', 4));
   assert.deepEqual(errors.map((e) => e.code), ['queue_full', 'closed']);
   assert.throws(() => client.publish('', 1), TypeError);
+  await flush();
+  // The two queued ones were never sent: close() rejects them without error events.
+  assert.deepEqual(answers.map((a) => a.error?.code), ['closed', 'closed', 'queue_full']);
+  assert.match(answers[0].error.message, /not sent/);
+  assert.equal(late.error.code, 'closed');
+  assert.deepEqual(errors.map((e) => e.code), ['queue_full', 'closed']);
 });
 
 test('the resume token is kept in sessionStorage when resume is on, and only then', async (t) => {
@@ -365,6 +379,236 @@ test('the resume token is kept in sessionStorage when resume is on, and only the
   assert.deepEqual(ephemeral.socks[1].sent, [{ hello: 1, resume: `token-of-${'c'.repeat(32)}` }], 'reconnects still resume');
 });
 
+/** A publish's answer within WAIT: its value, or the Error it was rejected with. */
+function answerOf(promise, what) {
+  let timer;
+  const late = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`no answer to ${what} within ${WAIT} ms`)), WAIT);
+  });
+  return Promise.race([promise.then((v) => v, (e) => e), late]).finally(() => clearTimeout(timer));
+}
+
+/** Tracks a promise's outcome: `{done, value, error}`, filled in once it settles. */
+function settled(promise) {
+  const outcome = { done: false, value: undefined, error: undefined };
+  promise.then(
+    (value) => Object.assign(outcome, { done: true, value }),
+    (error) => Object.assign(outcome, { done: true, error }),
+  );
+  return outcome;
+}
+
+/** A stand-in for one page's sessionStorage; `copy()` is a duplicated tab's. */
+function memoryStorage(entries = []) {
+  const stored = new Map(entries);
+  return {
+    stored,
+    getItem: (k) => (stored.has(k) ? stored.get(k) : null),
+    setItem: (k, v) => stored.set(k, String(v)),
+    removeItem: (k) => stored.delete(k),
+    copy: () => memoryStorage(stored),
+  };
+}
+
+/** Makes `storage` the page's sessionStorage for the clients created while it is set. */
+function useStorage(t, storage) {
+  globalThis.sessionStorage = storage;
+  t.after(() => { delete globalThis.sessionStorage; });
+  return storage;
+}
+
+test('the last position (welcome, messages, rohrpost.pos) is kept in memory and sessionStorage and sent as since', async (t) => {
+  const storage = useStorage(t, memoryStorage());
+  const { client, socks } = await scriptedClient();
+  const seen = [];
+  client.on('*', (data, topic) => seen.push([topic, data, client.pos]));
+  socks[0].accept();
+  socks[0].welcome('e'.repeat(32), false, { pos: 'ep:5' });
+  assert.equal(client.pos, 'ep:5');
+  socks[0].tell('anonym.x', 'one', 'ep:7');
+  socks[0].tell('anonym.y', 'unpositioned'); // a plain Redis PUBLISH: no pos, nothing changes
+  socks[0].tell('rohrpost.pos', { pos: 'ep:9' });
+  assert.deepEqual(seen, [['anonym.x', 'one', 'ep:7'], ['anonym.y', 'unpositioned', 'ep:7']],
+    'pos is updated before the handlers run; the notice reaches no pattern');
+  assert.equal(client.pos, 'ep:9');
+  const url = 'http://main/connect';
+  assert.deepEqual(Object.fromEntries(storage.stored), {
+    [`rohrpost.resume:${url}`]: `token-of-${'e'.repeat(32)}`,
+    [`rohrpost.pos:${url}`]: 'ep:9',
+  });
+
+  socks[0].drop(1012, 'Service Restart');
+  await until('the second socket', () => socks[1]);
+  socks[1].accept();
+  assert.deepEqual(socks[1].sent, [{ hello: 1, resume: `token-of-${'e'.repeat(32)}`, since: 'ep:9' }]);
+
+  // A reload: the new page starts from what the old one stored.
+  client.close();
+  const reloaded = await scriptedClient();
+  reloaded.socks[0].accept();
+  assert.deepEqual(reloaded.socks[0].sent, [{ hello: 1, resume: `token-of-${'e'.repeat(32)}`, since: 'ep:9' }]);
+  assert.equal(reloaded.client.pos, 'ep:9');
+});
+
+test('reconnect reports recovered; a reconnect that cannot recover and a pos notice saying so are gap events', async () => {
+  const { client, socks } = await scriptedClient();
+  const events = [];
+  for (const name of ['open', 'reconnect', 'gap']) client.on(name, (e) => events.push([name, e]));
+  socks[0].accept();
+  socks[0].welcome('a'.repeat(32), false, { pos: 'ep:1' });
+  socks[0].drop(1012, 'Service Restart');
+  await until('the second socket', () => socks[1]);
+  socks[1].accept();
+  socks[1].welcome('a'.repeat(32), true, { pos: 'ep:1', recovered: true });
+  socks[1].drop(1012, 'Service Restart');
+  await until('the third socket', () => socks[2]);
+  socks[2].accept();
+  assert.deepEqual(socks[2].sent[0].since, 'ep:1');
+  socks[2].welcome('a'.repeat(32), true, { pos: 'other:3', recovered: false });
+  socks[2].tell('rohrpost.pos', { pos: 'other:8', recovered: false });
+  const shape = events.map(([name, e]) => (name === 'open' ? [name, e.pos]
+    : name === 'reconnect' ? [name, e.resumed, e.recovered] : [name, e.cause, e.pos]));
+  assert.deepEqual(shape, [
+    ['open', 'ep:1'],
+    ['reconnect', true, true],
+    ['reconnect', true, false],
+    ['gap', 'reconnect', 'other:3'],
+    ['gap', 'notice', 'other:8'],
+  ]);
+  assert.equal(client.pos, 'other:8');
+});
+
+test('every publish gets an id of its own; acks resolve the promise, errors with its id reject it', async (t) => {
+  const unhandled = [];
+  const onUnhandled = (reason) => unhandled.push(reason);
+  process.on('unhandledRejection', onUnhandled);
+  t.after(() => process.off('unhandledRejection', onUnhandled));
+  const { client, socks } = await scriptedClient();
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  socks[0].accept();
+  socks[0].welcome();
+  const answers = ['a', 'b', 'c'].map((d) => settled(client.publish('anonym.q', d)));
+  client.publish('anonym.q', 'ignored'); // a caller that ignores the promise, as before
+  const ids = socks[0].published().map((m) => m.id);
+  assert.equal(new Set(ids).size, 4, `unique ids: ${ids}`);
+  assert.ok(ids.every((id) => typeof id === 'string' && id.length >= 1 && id.length <= 128 && /^[\x21-\x7e]+$/.test(id)), `${ids}`);
+  assert.deepEqual(socks[0].published().map((m) => m.data), ['a', 'b', 'c', 'ignored']);
+
+  socks[0].tell('rohrpost.ack', { id: ids[1] });
+  socks[0].tell('rohrpost.error', { code: 'not_whitelisted', message: 'no', topic: 'anonym.q', id: ids[0] });
+  socks[0].tell('rohrpost.ack', { id: 'not-ours' }); // an answer for no queued message: ignored
+  socks[0].tell('rohrpost.error', { code: 'backend_error', message: 'boom', topic: 'anonym.q', id: ids[3] });
+  await flush();
+  assert.deepEqual(answers[1], { done: true, value: { id: ids[1], topic: 'anonym.q' }, error: undefined });
+  assert.ok(answers[0].error instanceof Error);
+  assert.deepEqual([answers[0].error.code, answers[0].error.message, answers[0].error.id, answers[0].error.topic],
+    ['not_whitelisted', 'no', ids[0], 'anonym.q']);
+  assert.equal(answers[2].done, false, 'unanswered: still pending');
+  assert.deepEqual(errors.map((e) => [e.code, e.id]), [['not_whitelisted', ids[0]], ['backend_error', ids[3]]]);
+
+  // close() rejects what is still unanswered, saying it may have reached the backend.
+  client.close();
+  await flush();
+  assert.equal(answers[2].error.code, 'closed');
+  assert.match(answers[2].error.message, /may or may not have reached/);
+  await new Promise((r) => setTimeout(r, 10));
+  assert.deepEqual(unhandled, [], 'an ignored rejection is not an unhandled one');
+});
+
+test('unacknowledged messages are sent again after a reconnect, with the same ids, in publish order', async () => {
+  const { client, socks } = await scriptedClient();
+  socks[0].accept();
+  socks[0].welcome();
+  const answers = ['a', 'b', 'c'].map((d) => settled(client.publish('anonym.q', d)));
+  const first = socks[0].published();
+  socks[0].tell('rohrpost.ack', { id: first[1].id });
+  socks[0].drop(1006, 'lost');
+  answers.push(settled(client.publish('anonym.q', 'd'))); // while reconnecting
+  await until('the second socket', () => socks[1], 2000);
+  socks[1].accept();
+  assert.deepEqual(socks[1].published(), [], 'nothing before the welcome');
+  socks[1].welcome('a'.repeat(32), true);
+  const again = socks[1].published();
+  assert.deepEqual(again.map((m) => m.data), ['a', 'c', 'd']);
+  assert.deepEqual(again.slice(0, 2).map((m) => m.id), [first[0].id, first[2].id], 'the same ids');
+  for (const m of again) socks[1].tell('rohrpost.ack', { id: m.id });
+  await flush();
+  assert.deepEqual(answers.map((a) => a.value?.id), [first[0].id, first[1].id, first[2].id, again[2].id]);
+});
+
+test('backend_uncertain is resent with the same id after 500, 1000, 2000 ms, then rejected', async (t) => {
+  mock.timers.enable({ apis: ['setTimeout'] });
+  t.after(() => mock.timers.reset());
+  const { client, socks } = await scriptedClient();
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  socks[0].accept();
+  socks[0].welcome();
+  const doomed = settled(client.publish('anonym.q', 'doomed'));
+  const lucky = settled(client.publish('anonym.q', 'lucky'));
+  const [d, l] = socks[0].published();
+  const uncertain = (id) => socks[0].tell('rohrpost.error', { code: 'backend_uncertain', message: 'unknown', topic: 'anonym.q', id });
+  const copiesOf = (id) => socks[0].published().filter((m) => m.id === id).length;
+  uncertain(l.id);
+  mock.timers.tick(500);
+  assert.equal(copiesOf(l.id), 2);
+  socks[0].tell('rohrpost.ack', { id: l.id });
+  for (const pause of [500, 1000, 2000]) {
+    uncertain(d.id);
+    const copies = copiesOf(d.id);
+    mock.timers.tick(pause - 1);
+    assert.equal(copiesOf(d.id), copies, `not before ${pause} ms`);
+    mock.timers.tick(1);
+    assert.equal(copiesOf(d.id), copies + 1, `resent after ${pause} ms`);
+  }
+  assert.deepEqual(errors, [], 'no error event while retrying');
+  uncertain(d.id);
+  await flush();
+  assert.equal(doomed.error.code, 'backend_uncertain');
+  assert.equal(doomed.error.id, d.id);
+  assert.deepEqual(errors.map((e) => e.code), ['backend_uncertain']);
+  assert.deepEqual(lucky.value, { id: l.id, topic: 'anonym.q' });
+  mock.timers.tick(10_000);
+  assert.equal(copiesOf(d.id), 4, 'sent once and resent three times, no more');
+});
+
+test('close 4001 from the server starts a fresh session at once; the client\'s own 4001 (/connect failed) does not', async (t) => {
+  const storage = useStorage(t, memoryStorage());
+  const fetch = scriptedFetch('http://w1/rohrpost', new Error('503'), 'http://w2/rohrpost');
+  const { client, socks } = await scriptedClient({ fetch });
+  const events = [];
+  for (const name of ['takeover', 'close', 'reconnect']) client.on(name, (e) => events.push([name, e]));
+  socks[0].accept();
+  socks[0].welcome('a'.repeat(32), false, { pos: 'ep:4' });
+  socks[0].drop(1006, 'lost');
+  // The retry's /connect fails: the client's own close 4001, which is no takeover.
+  await until('the retry after the failed /connect', () => socks[1], 3000);
+  socks[1].accept();
+  assert.deepEqual(socks[1].sent, [{ hello: 1, resume: `token-of-${'a'.repeat(32)}`, since: 'ep:4' }]);
+  socks[1].welcome('a'.repeat(32), true, { pos: 'ep:4', recovered: true });
+  assert.deepEqual(events.map(([n, e]) => [n, e.code ?? e.resumed]), [['close', 1006], ['close', 4001], ['reconnect', true]]);
+  assert.equal(storage.stored.size, 2);
+
+  events.length = 0;
+  const asked = fetch.calls.length;
+  socks[1].drop(4001, 'Session resumed elsewhere');
+  assert.deepEqual(events, [
+    ['close', { code: 4001, reason: 'Session resumed elsewhere', willReconnect: true }],
+    ['takeover', { session: 'a'.repeat(32), code: 4001, reason: 'Session resumed elsewhere' }],
+  ]);
+  assert.equal(storage.stored.size, 0, 'token and position forgotten');
+  assert.equal(client.pos, null);
+  await until('the attempt after the takeover', () => socks[2], 200); // at once: no backoff
+  assert.equal(fetch.calls.length, asked + 1);
+  socks[2].accept();
+  assert.deepEqual(socks[2].sent, [{ hello: 1 }], 'a fresh session, no resume');
+  socks[2].welcome('f'.repeat(32), false, { pos: 'ep:30' });
+  assert.equal(client.session, 'f'.repeat(32));
+  assert.deepEqual(events.slice(2).map(([n, e]) => [n, e.resumed, e.recovered]), [['reconnect', false, false]]);
+  assert.equal(storage.stored.get('rohrpost.resume:http://main/connect'), `token-of-${'f'.repeat(32)}`);
+});
+
 test('the ES module entry exports the same client', async () => {
   const mod = await import('../../static/js/rohrpost.mjs');
   assert.equal(mod.Rohrpost, Rohrpost);
@@ -379,9 +623,14 @@ test('the ES module entry exports the same client', async () => {
 let server = null;
 let serverLog = '';
 let mainPort;
-/** What the HTTP backend of `anonym.hook.*` received: each client message's payload. */
+/** What the HTTP backend of `anonym.hook.*` received: each client message's whole payload. */
 const hooked = [];
 let hook;
+/**
+ * How the hook treats `anonym.hook.held`: while `hold.on`, it keeps the request unanswered
+ * (in `hold.waiting`), so the message stays unacknowledged.
+ */
+const hold = { on: false, waiting: [] };
 
 /** A main port with the two worker ports after it free, on 127.0.0.1. */
 async function freeBlock() {
@@ -409,7 +658,7 @@ async function health() {
   }
 }
 
-/** The server API, as a backend uses it. */
+/** The server API, as a backend uses it; resolves with the answer's JSON (or text). */
 async function api(path, body) {
   const res = await fetch(`http://127.0.0.1:${mainPort}${path}`, {
     method: 'POST',
@@ -417,7 +666,13 @@ async function api(path, body) {
     body: JSON.stringify(body),
     signal: AbortSignal.timeout(WAIT),
   });
-  assert.ok(res.ok, `${path}: ${res.status} ${await res.text()}`);
+  const text = await res.text();
+  assert.ok(res.ok, `${path}: ${res.status} ${text}`);
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
 }
 
 /** Records every message the client library hands to SockJS, and the socket's state then. */
@@ -481,21 +736,49 @@ async function settle(client, topic) {
   await sleep(100); // let late probes pass
 }
 
-const hookedWith = (tag) => hooked.filter((d) => d && d.tag === tag).map((d) => d.i);
+const hookedWith = (tag) => hooked.filter((p) => p?.data?.tag === tag).map((p) => p.data.i);
+/** The `messageId`s of the hook's payloads of `tag`, in arrival order, repeats included. */
+const hookedIds = (tag) => hooked.filter((p) => p?.data?.tag === tag).map((p) => p.messageId);
+/** What a backend that drops repeated `messageId`s keeps: each id's first arrival, in order. */
+const deduped = (tag) => {
+  const seen = new Set();
+  return hooked.filter((p) => p?.data?.tag === tag && !seen.has(p.messageId) && seen.add(p.messageId))
+    .map((p) => p.data.i);
+};
+
+/** Counts the numbered messages `client` gets on `topic`: `got` (the numbers, as they came). */
+function counter(client, topic) {
+  const got = [];
+  client.on(topic, (data) => got.push(data.i));
+  return { got };
+}
+
+/** Whether a staged restart that began at worker `generations` has renewed every worker. */
+async function rolled(generations) {
+  const h = await health();
+  return h?.ready_workers === 2 && h.workers.every((w, i) => w.generation > generations[i]);
+}
 
 before(async () => {
   if (!existsSync(BIN)) throw new Error(`${BIN} is missing: run cargo build --release (or set ROHRPOST_BIN)`);
   // The HTTP backend of `anonym.hook.*`: records the payload and echoes its data back to the
-  // sender on `anonym.echo`, as a backend's answer (applied like a direct-topic message).
+  // sender on `anonym.echo`, as a backend's answer (applied like a direct-topic message);
+  // `anonym.hook.fail` answers 500, `anonym.hook.held` waits while `hold.on`.
   hook = http.createServer((req, res) => {
     let body = '';
     req.on('data', (c) => { body += c; });
     req.on('end', () => {
       let payload = null;
       try { payload = JSON.parse(body); } catch { /* recorded as null */ }
-      hooked.push(payload?.data ?? null);
-      res.writeHead(200, { 'Content-Type': 'application/json' })
-        .end(JSON.stringify({ topic: 'anonym.echo', data: { echo: payload?.data ?? null, session: payload?.sessionId } }));
+      hooked.push(payload);
+      if (payload?.topic === 'anonym.hook.fail') {
+        res.writeHead(500).end('refused on purpose');
+      } else if (payload?.topic === 'anonym.hook.held' && hold.on) {
+        hold.waiting.push(res);
+      } else {
+        res.writeHead(200, { 'Content-Type': 'application/json' })
+          .end(JSON.stringify({ topic: 'anonym.echo', data: { echo: payload?.data ?? null, session: payload?.sessionId } }));
+      }
     });
   });
   await new Promise((r) => hook.listen(0, '127.0.0.1', r));
@@ -673,8 +956,9 @@ test('a staged restart (SIGHUP): at once back, same session, messages typed mean
   const tag = `roll-${Date.now()}`;
   process.kill(server.pid, 'SIGHUP');
   // "Typing" through the restart: 60 messages over 3 s, some queued while between workers.
+  const answers = [];
   for (let i = 0; i < 60; i++) {
-    client.publish('anonym.hook.roll', { tag, i });
+    answers.push(settled(client.publish('anonym.hook.roll', { tag, i })));
     await sleep(50);
   }
   await until('the roll to finish', async () => {
@@ -697,8 +981,15 @@ test('a staged restart (SIGHUP): at once back, same session, messages typed mean
   }
   assert.equal(client.session, session, 'same session after the restart');
 
+  // Each message is sent in order once, and again (same id) only on a later socket: one
+  // that went out before a 1012 and was not acknowledged yet.
   const sent = wire.filter((w) => w.message.data?.tag === tag);
-  assert.deepEqual(sent.map((w) => w.message.data.i), [...Array(60).keys()], 'sent once each, in order');
+  const firsts = sent.filter((w, at) => sent.findIndex((o) => o.message.id === w.message.id) === at);
+  assert.deepEqual(firsts.map((w) => w.message.data.i), [...Array(60).keys()], 'first sent once each, in order');
+  for (const [at, w] of sent.entries()) {
+    const earlier = sent.slice(0, at).filter((o) => o.message.id === w.message.id);
+    assert.ok(earlier.every((o) => o.sock < w.sock), `message ${w.message.data.i} sent twice on one socket`);
+  }
   assert.ok(sent.every((w) => w.readyState === 1), 'all sent on open sockets');
   assert.ok(new Set(sent.map((w) => w.sock)).size >= 2, 'some sent after the reconnect');
   await until('every typed message at the backend', () => new Set(hookedWith(tag)).size === 60, 15_000)
@@ -707,6 +998,10 @@ test('a staged restart (SIGHUP): at once back, same session, messages typed mean
       const missing = [...Array(60).keys()].filter((i) => !got.has(i));
       throw new Error(`${e.message}; missing ${JSON.stringify(missing)}; errors ${JSON.stringify(errors)}; closes ${JSON.stringify(closes)}`);
     });
+  // (HTTP requests run concurrently, so the backend may see them in any order.)
+  assert.deepEqual(deduped(tag).sort((a, b) => a - b), [...Array(60).keys()], 'once each after dedupe by messageId');
+  await until('every publish acknowledged', () => answers.every((a) => a.done));
+  assert.deepEqual(answers.filter((a) => a.error).map((a) => a.error.code), [], 'no publish rejected');
   assert.deepEqual(errors, [], 'no error events');
 });
 
@@ -762,4 +1057,203 @@ test('close() ends the session for good: no more tries, even when its worker res
   assert.equal(wire.length, 1, 'nothing sent after close()');
   assert.equal(client.state, 'closed');
   assert.equal(closes.length, 1);
+});
+
+// ---------------------------------------------------------------------------------------------
+// Delivery you can count on (issue 11): positions, recovery, acks, takeover
+// ---------------------------------------------------------------------------------------------
+
+/**
+ * What is wrong with `got` as the numbers 0..n-1, each once and in order: an all-empty answer
+ * (`{count: n, missing: [], repeated: [], outOfOrder: 0}`) means it is exactly that.
+ */
+function sequenceProblems(got, n) {
+  const seen = new Set(got);
+  return {
+    count: got.length,
+    missing: [...Array(n).keys()].filter((i) => !seen.has(i)),
+    repeated: got.filter((i, at) => got.indexOf(i) !== at),
+    outOfOrder: got.filter((i, at) => at > 0 && i < got[at - 1]).length,
+  };
+}
+
+test('a reload resumes with the last pos as since and recovers what was published meanwhile, once each, in order', { timeout: TEST_TIMEOUT }, async (t) => {
+  const storage = useStorage(t, memoryStorage());
+  const tag = `pos-${Date.now()}`;
+  const topic = `anonym.pos.${tag}`;
+  const { client: page, welcome } = await opened();
+  assert.equal(typeof welcome.pos, 'string', `the welcome carries pos: ${JSON.stringify(welcome)}`);
+  assert.equal(page.pos, welcome.pos);
+  const positions = [];
+  page.on(topic, (data) => positions.push([data.i, page.pos]));
+  const answered = [];
+  for (let i = 0; i < 3; i++) answered.push((await api('/api/publish', { topic, data: { tag, i } })).pos);
+  assert.ok(answered.every((pos) => typeof pos === 'string'), `/api/publish answers pos: ${answered}`);
+  await until('three messages', () => positions.length === 3);
+  assert.deepEqual(positions, answered.map((pos, i) => [i, pos]), 'each message carries the pos its publish was answered with');
+  const resumeKey = `rohrpost.resume:${page.connectUrl}`;
+  assert.equal(storage.getItem(`rohrpost.pos:${page.connectUrl}`), page.pos, 'the last pos is in sessionStorage');
+  const since = page.pos;
+  const token = storage.getItem(resumeKey);
+  page.close();
+
+  for (let i = 3; i < 8; i++) await api('/api/publish', { topic, data: { tag, i } });
+  const { RecordingSockJS, wire } = recordingSockJS();
+  const reloaded = serverClient({ SockJS: RecordingSockJS });
+  const { got } = counter(reloaded, topic);
+  const { data: again } = await next(reloaded, 'open');
+  assert.deepEqual(wire[0].message, { hello: 1, resume: token, since });
+  assert.equal(again.resumed, true);
+  assert.equal(again.recovered, true, 'recovered within the history');
+  await api('/api/publish', { topic, data: { tag, i: 8 } }); // live, after the replay
+  await until('the live message after the replay', () => got.includes(8));
+  assert.deepEqual(got, [3, 4, 5, 6, 7, 8], 'the missed five replayed once each, in order, before the live one');
+});
+
+test('a staged restart costs nothing: every numbered message published throughout arrives once, in order, and each reconnect recovered', { timeout: 120_000 }, async (t) => {
+  const tag = `seq-${Date.now()}`;
+  const topic = `anonym.seq.${tag}`;
+  const watched = [];
+  for (let k = 0; k < 8; k++) {
+    const { RecordingSockJS, wire } = recordingSockJS();
+    const client = serverClient({ SockJS: RecordingSockJS });
+    const w = { client, wire, ...counter(client, topic), reconnects: [], gaps: [], closes: [] };
+    client.on('reconnect', (e) => w.reconnects.push(e));
+    client.on('gap', (e) => w.gaps.push(e));
+    client.on('close', (e) => w.closes.push(e.code));
+    watched.push(w);
+  }
+  await Promise.all(watched.map((w) => next(w.client, 'open')));
+  const generations = (await health()).workers.map((w) => w.generation);
+  let n = 0;
+  const publishOne = async () => {
+    await api('/api/publish', { topic, data: { tag, i: n } });
+    n += 1;
+    await sleep(10);
+  };
+  for (let i = 0; i < 20; i++) await publishOne();
+  await api('/api/restart', {});
+  const deadline = Date.now() + 60_000;
+  while (!((await rolled(generations)) && watched.every((w) => w.client.state === 'open'))) {
+    if (Date.now() > deadline) throw new Error(`the restart did not finish within 60 s: ${JSON.stringify(await health())}`);
+    await publishOne();
+  }
+  for (let i = 0; i < 20; i++) await publishOne();
+
+  for (const [k, w] of watched.entries()) {
+    await until(`client ${k} to get message ${n - 1}`, () => w.got.includes(n - 1), 20_000)
+      .catch((e) => { throw new Error(`${e.message}: ${JSON.stringify(sequenceProblems(w.got, n))}`); });
+    assert.deepEqual(sequenceProblems(w.got, n), { count: n, missing: [], repeated: [], outOfOrder: 0 }, `client ${k}`);
+    assert.ok(w.closes.includes(1012), `client ${k} closes: ${w.closes}`);
+    assert.ok(w.reconnects.length >= 1, `client ${k} reconnected`);
+    assert.deepEqual(w.reconnects.map((r) => [r.resumed, r.recovered]), w.reconnects.map(() => [true, true]), `client ${k}`);
+    assert.deepEqual(w.gaps, [], `client ${k}: no gap`);
+    const hellos = w.wire.filter((m) => 'hello' in m.message).map((m) => m.message);
+    assert.ok(hellos.slice(1).every((h) => typeof h.resume === 'string' && typeof h.since === 'string'),
+      `client ${k} resumed with since: ${JSON.stringify(hellos)}`);
+  }
+  const moves = watched.reduce((sum, w) => sum + w.reconnects.length, 0);
+  t.diagnostic(`${n} messages (${n - 40} during the restart) x ${watched.length} clients, ${moves} reconnects: each message once, in order`);
+});
+
+test('acks resolve publish promises; errors reject them, carrying the message\'s id', { timeout: TEST_TIMEOUT }, async () => {
+  const { RecordingSockJS, wire } = recordingSockJS();
+  const { client } = await opened({ SockJS: RecordingSockJS });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const tag = `ack-${Date.now()}`;
+  const idOf = (topic) => wire.find((w) => w.message.topic === topic).message.id;
+
+  const viaHttp = await answerOf(client.publish('anonym.hook.ack', { tag, i: 0 }), 'anonym.hook.ack');
+  assert.deepEqual(viaHttp, { id: idOf('anonym.hook.ack'), topic: 'anonym.hook.ack' });
+  assert.deepEqual(hookedIds(tag), [viaHttp.id], 'the HTTP backend got the id as messageId');
+  const viaBroker = await answerOf(client.publish('anonym.plain', { tag, i: 1 }), 'anonym.plain');
+  assert.deepEqual(viaBroker, { id: idOf('anonym.plain'), topic: 'anonym.plain' });
+
+  const refused = await answerOf(client.publish('secret.stuff', 1), 'secret.stuff');
+  assert.ok(refused instanceof Error, 'rejected');
+  assert.deepEqual([refused.code, refused.id, refused.topic], ['not_whitelisted', idOf('secret.stuff'), 'secret.stuff']);
+  const failed = await answerOf(client.publish('anonym.hook.fail', { tag, i: 2 }), 'anonym.hook.fail');
+  assert.ok(failed instanceof Error, 'rejected');
+  assert.deepEqual([failed.code, failed.id], ['backend_error', idOf('anonym.hook.fail')]);
+  assert.deepEqual(errors.map((e) => [e.code, e.id]), [['not_whitelisted', refused.id], ['backend_error', failed.id]]);
+  assert.equal(client.state, 'open');
+});
+
+test('unacknowledged messages are sent again after a reconnect with the same ids; deduped by messageId the backend gets each once', { timeout: TEST_TIMEOUT }, async (t) => {
+  hold.on = true;
+  t.after(() => {
+    hold.on = false;
+    for (const res of hold.waiting.splice(0)) res.destroy();
+  });
+  const { RecordingSockJS, wire } = recordingSockJS();
+  const { client } = await opened({ SockJS: RecordingSockJS, maxBackoff: 100 });
+  const tag = `held-${Date.now()}`;
+  const answers = [0, 1, 2, 3, 4].map((i) => settled(client.publish('anonym.hook.held', { tag, i })));
+  await until('all five at the backend', () => hookedIds(tag).length === 5);
+  const ids = wire.filter((w) => w.message.data?.tag === tag).map((w) => w.message.id);
+  assert.deepEqual([...hookedIds(tag)].sort(), [...ids].sort(), 'the backend got each id as messageId');
+  await sleep(100); // nothing may answer a held message; give a wrong ack the chance to show
+  assert.deepEqual(answers.map((a) => a.done), [false, false, false, false, false], 'unacknowledged while the backend holds them');
+
+  const victim = (await health()).workers.find((w) => w.port === Number(new URL(client.url).port));
+  hold.on = false; // the resent copies get answers
+  const reconnected = next(client, 'reconnect');
+  process.kill(victim.pid, 'SIGKILL');
+  const { data: back } = await reconnected;
+  assert.equal(back.resumed, true);
+  await until('every publish acknowledged', () => answers.every((a) => a.done));
+  assert.deepEqual(answers.map((a) => a.value?.id ?? a.error.code), ids, 'each resolved with its own id');
+  const resent = wire.filter((w) => w.sock > 0 && w.message.data?.tag === tag);
+  assert.deepEqual(resent.map((w) => [w.message.id, w.message.data.i]), ids.map((id, i) => [id, i]),
+    'resent after the reconnect: same ids, publish order');
+  const copies = hookedIds(tag);
+  assert.ok(ids.every((id) => copies.filter((c) => c === id).length >= 2), `the resent copies reached the backend: ${copies}`);
+  assert.deepEqual(deduped(tag).sort((a, b) => a - b), [0, 1, 2, 3, 4], 'once each after dedupe by messageId');
+  await until('the killed worker to be back', async () => (await health())?.ready_workers === 2, 20_000);
+});
+
+test('a second connection resuming the session takes it over: the first gets 4001 and starts a fresh session', { timeout: TEST_TIMEOUT }, async (t) => {
+  const tabStorage = useStorage(t, memoryStorage());
+  const { RecordingSockJS, wire } = recordingSockJS();
+  const { client: tabA } = await opened({ SockJS: RecordingSockJS });
+  const original = tabA.session;
+  const resumeKey = `rohrpost.resume:${tabA.connectUrl}`;
+  const events = [];
+  for (const name of ['close', 'takeover', 'reconnect']) tabA.on(name, (e) => events.push([name, e]));
+
+  // A duplicated tab: a copy of the first one's sessionStorage, so it resumes the same session.
+  const duplicate = tabStorage.copy();
+  globalThis.sessionStorage = duplicate;
+  const tabB = serverClient();
+  const closesB = [];
+  tabB.on('close', (e) => closesB.push(e));
+  const { data: welcomeB } = await next(tabB, 'open');
+  assert.equal(welcomeB.resumed, true);
+  assert.equal(tabB.session, original, 'the duplicate took the session over');
+
+  await until('tab A back with a session of its own', () => events.some(([name]) => name === 'reconnect'));
+  assert.deepEqual(events.map(([name, e]) => (name === 'close' ? [name, e.code, e.reason]
+    : name === 'takeover' ? [name, e.session, e.code] : [name, e.resumed, e.recovered])), [
+    ['close', 4001, 'Session resumed elsewhere'],
+    ['takeover', original, 4001],
+    ['reconnect', false, false],
+  ]);
+  assert.match(tabA.session, /^[0-9a-f]{32}$/);
+  assert.notEqual(tabA.session, original);
+  const hellos = wire.filter((w) => 'hello' in w.message).map((w) => w.message);
+  assert.equal(hellos.length, 2);
+  assert.deepEqual(hellos[1], { hello: 1 }, 'the taken token is not resumed again');
+  assert.notEqual(tabStorage.getItem(resumeKey), duplicate.getItem(resumeKey), 'each tab stores its own token');
+
+  // Each tab owns its session now: direct messages reach only their own tab.
+  const got = { a: [], b: [] };
+  tabA.on('anonym.direct', (d) => got.a.push(d));
+  tabB.on('anonym.direct', (d) => got.b.push(d));
+  await api(`/api/sessions/${original}`, { topic: 'anonym.direct', data: 'for B' });
+  await api(`/api/sessions/${tabA.session}`, { topic: 'anonym.direct', data: 'for A' });
+  await until('both direct messages', () => got.a.length > 0 && got.b.length > 0);
+  assert.deepEqual(got, { a: ['for A'], b: ['for B'] });
+  assert.deepEqual(closesB, [], 'the duplicate is not closed in turn');
+  assert.equal(tabB.state, 'open');
 });

@@ -44,6 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::{open, write_requests, Opened};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
+use crate::broker::log::{Follower, LogEntry, LogRead, Position, Subscriptions};
 use crate::broker::{
     backoff, detached, BrokerError, BrokerMessage, LinkLost, LinkRestored, WatchRestored,
     COMMAND_TIMEOUT,
@@ -144,6 +145,10 @@ pub struct LocalBroker {
     generation: u64,
     /// The id of the next request; 0 is the restoring batch of a new connection.
     next_id: u64,
+    /// Keeps logged deliveries gapless across reconnects.
+    follower: Follower,
+    /// [`Confirm`](crate::broker::log::Confirm)s waiting for their patterns to be applied.
+    waiters: Vec<(Vec<Pattern>, oneshot::Sender<()>)>,
 }
 
 impl LocalBroker {
@@ -163,6 +168,106 @@ impl LocalBroker {
             },
             generation: 0,
             next_id: 1,
+            follower: Follower::default(),
+            waiters: Vec::new(),
+        })
+    }
+
+    /// Whether every one of `patterns` is applied on the current connection or no longer
+    /// wanted.
+    fn confirmed(&self, patterns: &[Pattern]) -> bool {
+        let Link::Up(connected) = &self.link else {
+            return false;
+        };
+        (patterns.iter())
+            .all(|p| connected.applied.contains(p) || !self.wanted.contains_key(p.as_str()))
+    }
+
+    /// Answers the waiting [`Confirm`](crate::broker::log::Confirm)s that are confirmed now.
+    fn wake_waiters(&mut self) {
+        let waiters = std::mem::take(&mut self.waiters);
+        for (patterns, waiter) in waiters {
+            if self.confirmed(&patterns) {
+                let _ = waiter.send(());
+            } else if !waiter.is_closed() {
+                self.waiters.push((patterns, waiter));
+            }
+        }
+    }
+
+    /// After a reconnect: replays the logged messages missed while the link was down, then tells
+    /// the watcher the link is back (and whether a gap remains).
+    fn fill_gap(&mut self, ctx: &mut Context<Self>) {
+        let Some(after) = self.follower.begin() else {
+            if let Some(restored) = &self.restored {
+                restored.do_send(LinkRestored { gap: false });
+            }
+            return;
+        };
+        let read = self.read_log(Some(after), ctx);
+        ctx.spawn(wrap_future(read).map(|read, act: &mut Self, _ctx| {
+            let wanted = Subscriptions::new(act.wanted.values());
+            let filled = act.follower.finish(read, &wanted);
+            log::info!(
+                "local broker replayed after reconnecting messages={} gap={}",
+                filled.messages.len(),
+                filled.gap
+            );
+            for message in filled.messages {
+                act.deliver.do_send(message);
+            }
+            if let Some(restored) = &act.restored {
+                restored.do_send(LinkRestored { gap: filled.gap });
+            }
+        }));
+    }
+
+    /// Reads the publication log after `after` (or only its epoch and head).
+    pub(super) fn read_log(
+        &mut self,
+        after: Option<Position>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<LogRead, BrokerError>> {
+        let after = after.map(|p| (p.epoch.to_string(), p.seq));
+        let request = move |id| Request::ReadLog { id, after };
+        let answer = self.run("read log", request, Bytes::new(), ctx);
+        Box::pin(async move {
+            match answer.await? {
+                (
+                    Response::Log {
+                        epoch,
+                        head,
+                        complete,
+                        entries,
+                        ..
+                    },
+                    payloads,
+                ) => {
+                    let mut offset = 0;
+                    let mut read = Vec::with_capacity(entries.len());
+                    for (seq, channel, len) in entries {
+                        let end = offset + len;
+                        if end > payloads.len() {
+                            return Err(BrokerError::Server("log answer cut short".into()));
+                        }
+                        read.push(LogEntry {
+                            seq,
+                            channel: Arc::from(channel),
+                            payload: payloads.slice(offset..end),
+                        });
+                        offset = end;
+                    }
+                    Ok(LogRead {
+                        epoch: Arc::from(epoch),
+                        head,
+                        entries: read,
+                        complete,
+                    })
+                }
+                (other, _) => Err(BrokerError::Server(format!(
+                    "unexpected answer to read log: {other:?}"
+                ))),
+            }
         })
     }
 
@@ -228,10 +333,9 @@ impl LocalBroker {
             ),
             _ => log::info!("local broker connected path={path} subscriptions={subscriptions}"),
         }
+        self.wake_waiters();
         if generation > 1 {
-            if let Some(restored) = &self.restored {
-                restored.do_send(LinkRestored);
-            }
+            self.fill_gap(ctx);
         }
         // Subscriptions changed while connecting are caught up now.
         self.sync(ctx);
@@ -314,7 +418,7 @@ impl LocalBroker {
             if let Err(e) = &result {
                 match e {
                     // `run` has dropped the connection already.
-                    BrokerError::Unavailable(_) => return,
+                    BrokerError::Unavailable(_) | BrokerError::Uncertain(_) => return,
                     // Asking again would be refused again: log it and count it as done.
                     BrokerError::Server(e) => log::warn!(
                         "local broker refused subscription change added={} removed={} error={e}",
@@ -332,12 +436,19 @@ impl LocalBroker {
                     connected.syncing = false;
                 }
             }
+            act.wake_waiters();
             act.sync(ctx);
         }));
     }
 
     /// Hands a message on a subscription to the router, if the subscription is still wanted.
-    fn deliver_message(&self, subscription: &str, channel: String, payload: Bytes) {
+    fn deliver_message(
+        &mut self,
+        subscription: &str,
+        channel: String,
+        payload: Bytes,
+        logged: Option<(String, u64)>,
+    ) {
         let Some(pattern) = self.wanted.get(subscription) else {
             log::debug!("local broker message for a dropped subscription channel={channel}");
             return;
@@ -346,11 +457,18 @@ impl LocalBroker {
             "local broker message subscription={pattern} channel={channel} bytes={}",
             payload.len()
         );
-        self.deliver.do_send(BrokerMessage {
+        let message = BrokerMessage {
             subscription: pattern.clone(),
             channel: Arc::from(channel),
             payload,
-        });
+            position: logged.map(|(epoch, seq)| Position {
+                epoch: Arc::from(epoch),
+                seq,
+            }),
+        };
+        if let Some(message) = self.follower.live(message) {
+            self.deliver.do_send(message);
+        }
     }
 
     /// Sends one request and waits, at most the command timeout, for its answer; a refusal is
@@ -405,7 +523,7 @@ impl LocalBroker {
                         Err(BrokerError::Server(reason))
                     }
                     Ok(Ok(answer)) => Ok(answer),
-                    Ok(Err(_)) => Err(BrokerError::Unavailable(format!(
+                    Ok(Err(_)) => Err(BrokerError::Uncertain(format!(
                         "connection lost before {what} was answered"
                     ))),
                     // Late, but the server answers the commands before it: a backlog.
@@ -415,7 +533,7 @@ impl LocalBroker {
                     {
                         continue
                     }
-                    Err(_) => Err(BrokerError::Unavailable(format!(
+                    Err(_) => Err(BrokerError::Uncertain(format!(
                         "no answer to {what} within {} ms",
                         asked.elapsed().as_millis()
                     ))),

@@ -30,6 +30,7 @@
 
 pub mod client;
 mod connection;
+mod history;
 pub mod server;
 mod sessions;
 mod subscriptions;

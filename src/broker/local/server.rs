@@ -39,9 +39,11 @@ use tokio_util::sync::CancellationToken;
 
 use self::handle::{accept, remove_stale_socket};
 use super::connection::Outbound;
+use super::history::PublicationLog;
 use super::sessions::SessionStore;
 use super::subscriptions::{ClientId, Subscriptions};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
+use crate::broker::log::{HistorySettings, Position};
 use crate::topics::Pattern;
 
 mod handle;
@@ -65,6 +67,10 @@ pub struct ServerLimits {
     pub session_records: usize,
     /// Bytes of session records held; storing past it is refused.
     pub session_bytes: usize,
+    /// The publication log's entries and age (`history`); `None` refuses logged publishes.
+    pub history: Option<HistorySettings>,
+    /// Bytes of payload the log holds at most (the oldest entries go first).
+    pub history_bytes: usize,
 }
 
 impl Default for ServerLimits {
@@ -75,6 +81,12 @@ impl Default for ServerLimits {
             subscriptions_per_client: 1 << 20,
             session_records: 1 << 20,
             session_bytes: 1 << 30,
+            history: Some(HistorySettings {
+                enabled: true,
+                size: 10_000,
+                ttl: Duration::from_secs(300),
+            }),
+            history_bytes: 256 << 20,
         }
     }
 }
@@ -94,6 +106,7 @@ pub struct LocalBrokerServer {
     subscriptions: Subscriptions,
     sessions: SessionStore,
     secret: Option<String>,
+    log: Option<PublicationLog>,
 }
 
 /// Sent by a new connection's task: registers the client, or `None` when there are too many.
@@ -120,13 +133,14 @@ pub(super) struct FromClient {
     pub body: Bytes,
 }
 
-/// Sent by the handle: publishes on behalf of the supervisor; answers how many deliveries were
-/// queued.
+/// Sent by the handle: publishes on behalf of the supervisor (through the log when `logged`);
+/// answers the position it got, if logged.
 #[derive(Message)]
-#[rtype(result = "usize")]
+#[rtype(result = "Result<Option<Position>, String>")]
 struct PublishFromSupervisor {
     channel: Arc<str>,
     payload: Bytes,
+    logged: bool,
 }
 
 /// Sent by the handle when it is dropped.
@@ -161,6 +175,9 @@ impl LocalBrokerServer {
             subscriptions: Subscriptions::default(),
             sessions: SessionStore::new(limits.session_records, limits.session_bytes),
             secret: None,
+            log: (limits.history)
+                .filter(|h| h.enabled)
+                .map(|h| PublicationLog::new(h.size, h.ttl, limits.history_bytes)),
             limits,
         }
         .start();
@@ -191,8 +208,38 @@ impl LocalBrokerServer {
             Request::Publish { id, channel } => {
                 check_name("channel", &channel)?;
                 check_body(&body)?;
-                self.publish(&channel, &body);
+                self.publish(&channel, &body, None);
                 Ok((Response::Done { id }, none))
+            }
+            Request::PublishLogged { id, channel } => {
+                check_name("channel", &channel)?;
+                check_body(&body)?;
+                let position = self.publish_logged(&channel, &body)?;
+                let (epoch, seq) = (position.epoch.to_string(), position.seq);
+                Ok((Response::Logged { id, epoch, seq }, none))
+            }
+            Request::ReadLog { id, after } => {
+                let log = self.log.as_mut().ok_or("history is disabled")?;
+                let after = after.map(|(epoch, seq)| Position {
+                    epoch: Arc::from(epoch),
+                    seq,
+                });
+                let read = log.read(after.as_ref(), Instant::now());
+                let mut payloads = Vec::new();
+                let entries = (read.entries.iter())
+                    .map(|e| {
+                        payloads.extend_from_slice(&e.payload);
+                        (e.seq, e.channel.to_string(), e.payload.len())
+                    })
+                    .collect();
+                let answer = Response::Log {
+                    id,
+                    epoch: read.epoch.to_string(),
+                    head: read.head,
+                    complete: read.complete,
+                    entries,
+                };
+                Ok((answer, Bytes::from(payloads)))
             }
             Request::Store {
                 id,
@@ -258,15 +305,25 @@ impl LocalBrokerServer {
         Ok(())
     }
 
+    /// Appends a publish to the log and delivers it with its position.
+    fn publish_logged(&mut self, channel: &str, payload: &Bytes) -> Result<Position, String> {
+        let log = self.log.as_mut().ok_or("history is disabled")?;
+        let position = log.append(channel, payload, Instant::now());
+        self.publish(channel, payload, Some(&position));
+        Ok(position)
+    }
+
     /// Queues one delivery per matching subscription per client; answers how many were queued.
     /// Clients whose queue overflows are disconnected afterwards.
-    fn publish(&mut self, channel: &str, payload: &Bytes) -> usize {
+    fn publish(&mut self, channel: &str, payload: &Bytes, position: Option<&Position>) -> usize {
         let mut delivered = 0;
         let mut overflowing = Vec::new();
+        let logged = position.map(|p| (p.epoch.to_string(), p.seq));
         for (pattern, clients) in self.subscriptions.matching(channel) {
             let message = Response::Message {
                 subscription: pattern.as_str().to_owned(),
                 channel: channel.to_owned(),
+                logged: logged.clone(),
             };
             let frame = wire::encode(&message, payload);
             for id in clients {
@@ -325,6 +382,9 @@ impl Actor for LocalBrokerServer {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         ctx.run_interval(SWEEP_EVERY, |act, _ctx| {
+            if let Some(log) = &mut act.log {
+                log.sweep(Instant::now());
+            }
             let dropped = act.sessions.sweep(Instant::now());
             if dropped > 0 {
                 log::debug!(
@@ -407,10 +467,15 @@ impl Handler<FromClient> for LocalBrokerServer {
 }
 
 impl Handler<PublishFromSupervisor> for LocalBrokerServer {
-    type Result = usize;
+    type Result = Result<Option<Position>, String>;
 
-    fn handle(&mut self, msg: PublishFromSupervisor, _ctx: &mut Context<Self>) -> usize {
-        self.publish(&msg.channel, &msg.payload)
+    fn handle(&mut self, msg: PublishFromSupervisor, _ctx: &mut Context<Self>) -> Self::Result {
+        if msg.logged {
+            self.publish_logged(&msg.channel, &msg.payload).map(Some)
+        } else {
+            self.publish(&msg.channel, &msg.payload, None);
+            Ok(None)
+        }
     }
 }
 

@@ -60,6 +60,15 @@ pub enum Request {
     Secret { id: u64, proposed: String },
     /// Checks that the server still answers. Answered by `Done`.
     Ping { id: u64 },
+    /// Publishes the body on `channel` through the publication log. Answered by `Logged`.
+    PublishLogged { id: u64, channel: String },
+    /// Reads the log after `after` (`epoch`, `seq`), or only its epoch and head. Answered by
+    /// `Log`.
+    ReadLog {
+        id: u64,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        after: Option<(String, u64)>,
+    },
 }
 
 impl Request {
@@ -71,7 +80,9 @@ impl Request {
             | Request::Store { id, .. }
             | Request::Load { id, .. }
             | Request::Secret { id, .. }
-            | Request::Ping { id } => *id,
+            | Request::Ping { id }
+            | Request::PublishLogged { id, .. }
+            | Request::ReadLog { id, .. } => *id,
         }
     }
 }
@@ -89,10 +100,24 @@ pub enum Response {
     /// The server refused the request (a limit, a malformed name); the reason is for logs.
     Refused { id: u64, reason: String },
     /// A message published on `channel`, delivered because it matches the client's
-    /// subscription `subscription`; the body is the payload. Answers no request.
+    /// subscription `subscription`; the body is the payload. Answers no request. A logged
+    /// publish carries its position in the log.
     Message {
         subscription: String,
         channel: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        logged: Option<(String, u64)>,
+    },
+    /// The position a logged publish got.
+    Logged { id: u64, epoch: String, seq: u64 },
+    /// A read of the log: `entries` are (seq, channel, payload length), the payloads follow
+    /// one another in the body.
+    Log {
+        id: u64,
+        epoch: String,
+        head: u64,
+        complete: bool,
+        entries: Vec<(u64, String, usize)>,
     },
 }
 
@@ -103,7 +128,9 @@ impl Response {
             Response::Done { id }
             | Response::Record { id, .. }
             | Response::Secret { id, .. }
-            | Response::Refused { id, .. } => Some(*id),
+            | Response::Refused { id, .. }
+            | Response::Logged { id, .. }
+            | Response::Log { id, .. } => Some(*id),
             Response::Message { .. } => None,
         }
     }
@@ -218,6 +245,7 @@ mod tests {
         let message = Response::Message {
             subscription: "x.*".into(),
             channel: "x.y".into(),
+            logged: Some(("e".into(), 3)),
         };
         assert_eq!(message.id(), None);
         assert_eq!(Response::Done { id: 9 }.id(), Some(9));

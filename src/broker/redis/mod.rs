@@ -46,12 +46,17 @@ use futures_util::{future, stream, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
 use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
+use super::log::{
+    Confirm, Follower, HistorySettings, LogRead, Position, PublishLogged, ReadLog, Subscriptions,
+};
 use super::{
     backoff, detached, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LinkLost,
     LinkRestored, LoadSession, Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe,
     WatchRestored, Withdraw, COMMAND_TIMEOUT, HEALTH_CHECK_EVERY,
 };
 use crate::topics::Pattern;
+
+mod functions;
 
 /// The most names sent in one subscription command, so that restoring many subscriptions is a
 /// series of modest commands.
@@ -169,6 +174,13 @@ pub struct RedisBroker {
     wanted: HashMap<RedisSub, Pattern>,
     link: Link,
     generation: u64,
+    /// The publication log's function library, loaded on every connection (`None`: history
+    /// disabled).
+    library: Option<Arc<str>>,
+    /// Keeps logged deliveries gapless across reconnects.
+    follower: Follower,
+    /// [`Confirm`]s waiting for their subscriptions to be applied.
+    waiters: Vec<(Vec<RedisSub>, tokio::sync::oneshot::Sender<()>)>,
 }
 
 impl RedisBroker {
@@ -178,6 +190,7 @@ impl RedisBroker {
     /// again after every loss), with [`IsConnected`] telling whether it is done.
     pub fn start(
         url: &str,
+        history: HistorySettings,
         deliver: Recipient<BrokerMessage>,
     ) -> Result<Addr<RedisBroker>, BrokerError> {
         let client =
@@ -195,8 +208,84 @@ impl RedisBroker {
                 warned: false,
             },
             generation: 0,
+            library: history
+                .enabled
+                .then(|| Arc::from(functions::library(&history))),
+            follower: Follower::default(),
+            waiters: Vec::new(),
         };
         Ok(Actor::start(broker))
+    }
+
+    /// Whether every one of `subs` is applied on the current connection or no longer wanted.
+    fn confirmed(&self, subs: &[RedisSub]) -> bool {
+        let Link::Up(connected) = &self.link else {
+            return false;
+        };
+        (subs.iter()).all(|s| connected.applied.contains(s) || !self.wanted.contains_key(s))
+    }
+
+    /// Answers the waiting [`Confirm`]s that are confirmed now.
+    fn wake_waiters(&mut self) {
+        for (subs, waiter) in std::mem::take(&mut self.waiters) {
+            if self.confirmed(&subs) {
+                let _ = waiter.send(());
+            } else if !waiter.is_closed() {
+                self.waiters.push((subs, waiter));
+            }
+        }
+    }
+
+    /// After a reconnect: replays the logged messages missed while the link was down, then tells
+    /// the watcher the link is back (and whether a gap remains).
+    fn fill_gap(&mut self, ctx: &mut Context<Self>) {
+        let after = if self.library.is_some() {
+            self.follower.begin()
+        } else {
+            None
+        };
+        let Some(after) = after else {
+            if let Some(restored) = &self.restored {
+                restored.do_send(LinkRestored { gap: false });
+            }
+            return;
+        };
+        let read = self.read_log(Some(after), ctx);
+        ctx.spawn(wrap_future(read).map(|read, act: &mut Self, _ctx| {
+            let wanted = Subscriptions::new(act.wanted.values());
+            let filled = act.follower.finish(read, &wanted);
+            log::info!(
+                "redis replayed after reconnecting messages={} gap={}",
+                filled.messages.len(),
+                filled.gap
+            );
+            for message in filled.messages {
+                act.deliver.do_send(message);
+            }
+            if let Some(restored) = &act.restored {
+                restored.do_send(LinkRestored { gap: filled.gap });
+            }
+        }));
+    }
+
+    /// Reads the publication log after `after` (or only its epoch and head).
+    fn read_log(
+        &mut self,
+        after: Option<Position>,
+        ctx: &mut Context<Self>,
+    ) -> ResponseFuture<Result<LogRead, BrokerError>> {
+        let mut read = redis::cmd("FCALL");
+        read.arg("rohrpost_read").arg(0);
+        match &after {
+            Some(after) => read.arg(&*after.epoch).arg(after.seq),
+            None => read.arg("").arg(0),
+        };
+        let answer = self.run(
+            "FCALL rohrpost_read",
+            move |mut commands| async move { read.query_async(&mut commands).await },
+            ctx,
+        );
+        Box::pin(async move { functions::parse_read(answer.await?) })
     }
 
     /// Opens both connections and restores the wanted subscriptions on them.
@@ -205,7 +294,7 @@ impl RedisBroker {
             *attempts = attempts.saturating_add(1);
         }
         let subscriptions: Vec<RedisSub> = self.wanted.keys().cloned().collect();
-        let opening = open(self.client.clone(), subscriptions);
+        let opening = open(self.client.clone(), subscriptions, self.library.clone());
         ctx.spawn(
             wrap_future(opening).map(|opened, act: &mut Self, ctx| match opened {
                 Ok(opened) => act.up(opened, ctx),
@@ -241,10 +330,9 @@ impl RedisBroker {
                 self.target
             ),
         }
+        self.wake_waiters();
         if generation > 1 {
-            if let Some(restored) = &self.restored {
-                restored.do_send(LinkRestored);
-            }
+            self.fill_gap(ctx);
         }
         // Subscriptions changed while connecting are caught up now.
         self.sync(ctx);
@@ -343,6 +431,7 @@ impl RedisBroker {
                                 connected.syncing = false;
                             }
                         }
+                        act.wake_waiters();
                         act.sync(ctx);
                     }
                     Err(e) => act.lost(generation, &e.to_string(), ctx),
@@ -375,7 +464,7 @@ impl RedisBroker {
     }
 
     /// Hands a message from Redis to the router, as the subscription it arrived on.
-    fn deliver_message(&self, msg: Msg) {
+    fn deliver_message(&mut self, msg: Msg) {
         let Ok(channel) = msg.get_channel::<String>() else {
             log::debug!("redis message on a channel that is not UTF-8 dropped=true");
             return;
@@ -393,11 +482,15 @@ impl RedisBroker {
             "redis message subscription={pattern} channel={channel} bytes={}",
             payload.len()
         );
-        self.deliver.do_send(BrokerMessage {
+        let message = BrokerMessage {
             subscription: pattern.clone(),
             channel: Arc::from(channel),
+            position: functions::stamp(&payload),
             payload,
-        });
+        };
+        if let Some(message) = self.follower.live(message) {
+            self.deliver.do_send(message);
+        }
     }
 
     /// Runs one command on the command connection, bounded by the command timeout; a connection
@@ -418,6 +511,13 @@ impl RedisBroker {
         };
         let generation = connected.generation;
         let answer = bounded(what, request(connected.commands.clone()));
+        // Sent: a connection that fails now may have carried it out.
+        let answer = async move {
+            answer.await.map_err(|e| match e {
+                BrokerError::Unavailable(reason) => BrokerError::Uncertain(reason),
+                other => other,
+            })
+        };
         detached(ctx.address(), generation, answer)
     }
 }
@@ -438,13 +538,30 @@ impl Handler<LinkLost> for RedisBroker {
     }
 }
 
-/// Opens the command and the pub/sub connection and subscribes to `subscriptions`.
-async fn open(client: Client, subscriptions: Vec<RedisSub>) -> Result<Opened, BrokerError> {
+/// Opens the command and the pub/sub connection, loads the log's function `library` and
+/// subscribes to `subscriptions`.
+async fn open(
+    client: Client,
+    subscriptions: Vec<RedisSub>,
+    library: Option<Arc<str>>,
+) -> Result<Opened, BrokerError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
         .set_response_timeout(None);
     let connecting = client.get_multiplexed_async_connection_with_config(&config);
-    let commands = bounded("connect", connecting).await?;
+    let mut commands = bounded("connect", connecting).await?;
+    if let Some(library) = library {
+        let mut load = redis::cmd("FUNCTION");
+        load.arg("LOAD").arg("REPLACE").arg(&*library);
+        let loaded = bounded("FUNCTION LOAD", load.query_async::<Value>(&mut commands)).await;
+        match loaded {
+            Ok(_) => {}
+            Err(BrokerError::Server(e)) => log::warn!(
+                "redis refused the publication log's functions (Redis 7 or later needed); logged publishes will fail error={e}"
+            ),
+            Err(e) => return Err(e),
+        }
+    }
     let (mut sink, messages) = bounded("connect", client.get_async_pubsub()).await?.split();
     apply(&mut sink, &[], &subscriptions).await?;
     Ok(Opened {
@@ -597,6 +714,54 @@ impl Handler<Publish> for RedisBroker {
             },
             ctx,
         )
+    }
+}
+
+impl Handler<PublishLogged> for RedisBroker {
+    type Result = ResponseFuture<Result<Position, BrokerError>>;
+
+    fn handle(&mut self, msg: PublishLogged, ctx: &mut Context<Self>) -> Self::Result {
+        let mut fcall = redis::cmd("FCALL");
+        fcall
+            .arg("rohrpost_publish")
+            .arg(1)
+            .arg(&*msg.channel)
+            .arg(&msg.payload[..]);
+        let answer = self.run(
+            "FCALL rohrpost_publish",
+            move |mut commands| async move { fcall.query_async::<String>(&mut commands).await },
+            ctx,
+        );
+        Box::pin(async move {
+            let position = answer.await?;
+            Position::parse(&position).ok_or_else(|| {
+                BrokerError::Server(format!("rohrpost_publish answered {position:?}"))
+            })
+        })
+    }
+}
+
+impl Handler<ReadLog> for RedisBroker {
+    type Result = ResponseFuture<Result<LogRead, BrokerError>>;
+
+    fn handle(&mut self, msg: ReadLog, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_log(msg.after, ctx)
+    }
+}
+
+impl Handler<Confirm> for RedisBroker {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, Confirm(patterns): Confirm, _ctx: &mut Context<Self>) -> Self::Result {
+        let subs: Vec<RedisSub> = patterns.iter().map(RedisSub::of).collect();
+        if self.confirmed(&subs) {
+            return Box::pin(future::ready(()));
+        }
+        let (waiter, confirmed) = tokio::sync::oneshot::channel();
+        self.waiters.push((subs, waiter));
+        Box::pin(async move {
+            let _ = confirmed.await;
+        })
     }
 }
 

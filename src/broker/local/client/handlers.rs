@@ -6,6 +6,7 @@ use bytes::Bytes;
 
 use super::{check_sizes, Incoming, Link, LocalBroker};
 use crate::broker::local::wire::{Request, Response};
+use crate::broker::log::{Confirm, LogRead, Position, PublishLogged, ReadLog};
 use crate::broker::{
     BrokerError, IsConnected, LoadSession, Publish, SharedSecret, StoreSession, Subscribe,
     Unsubscribe, HEALTH_CHECK_EVERY,
@@ -46,9 +47,10 @@ impl StreamHandler<Incoming> for LocalBroker {
                 Response::Message {
                     subscription,
                     channel,
+                    logged,
                 },
                 payload,
-            ) => self.deliver_message(&subscription, channel, payload),
+            ) => self.deliver_message(&subscription, channel, payload, logged),
             Incoming::Frame(answer, body) => {
                 let Link::Up(connected) = &mut self.link else {
                     return;
@@ -108,6 +110,51 @@ impl Handler<Publish> for LocalBroker {
                 (Response::Done { .. }, _) => Ok(()),
                 (other, _) => Err(unexpected("publish", &other)),
             }
+        })
+    }
+}
+
+impl Handler<PublishLogged> for LocalBroker {
+    type Result = ResponseFuture<Result<Position, BrokerError>>;
+
+    fn handle(&mut self, msg: PublishLogged, ctx: &mut Context<Self>) -> Self::Result {
+        if let Err(e) = check_sizes(&msg.channel, &msg.payload) {
+            return Box::pin(futures_util::future::ready(Err(e)));
+        }
+        let channel = msg.channel.to_string();
+        let publish = move |id| Request::PublishLogged { id, channel };
+        let answer = self.run("publish", publish, msg.payload, ctx);
+        Box::pin(async move {
+            match answer.await? {
+                (Response::Logged { epoch, seq, .. }, _) => Ok(Position {
+                    epoch: epoch.into(),
+                    seq,
+                }),
+                (other, _) => Err(unexpected("publish", &other)),
+            }
+        })
+    }
+}
+
+impl Handler<ReadLog> for LocalBroker {
+    type Result = ResponseFuture<Result<LogRead, BrokerError>>;
+
+    fn handle(&mut self, msg: ReadLog, ctx: &mut Context<Self>) -> Self::Result {
+        self.read_log(msg.after, ctx)
+    }
+}
+
+impl Handler<Confirm> for LocalBroker {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, Confirm(patterns): Confirm, _ctx: &mut Context<Self>) -> Self::Result {
+        if self.confirmed(&patterns) {
+            return Box::pin(futures_util::future::ready(()));
+        }
+        let (waiter, confirmed) = tokio::sync::oneshot::channel();
+        self.waiters.push((patterns, waiter));
+        Box::pin(async move {
+            let _ = confirmed.await;
         })
     }
 }

@@ -15,6 +15,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::{check_body, check_name, LocalBrokerServer, PublishFromSupervisor, Stop};
 use crate::broker::local::connection;
+use crate::broker::log::Position;
 use crate::broker::BrokerError;
 
 /// The pause after a failed `accept` (out of file descriptors, say) before the next one.
@@ -37,18 +38,26 @@ impl LocalBrokerServerHandle {
         &self.path
     }
 
-    /// Publishes `payload` on `channel` as if a client had (for the supervisor's HTTP API);
-    /// answers how many deliveries were queued.
-    pub async fn publish(&self, channel: &str, payload: Bytes) -> Result<usize, BrokerError> {
+    /// Publishes `payload` on `channel` as if a client had (for the supervisor's HTTP API),
+    /// through the publication log when `logged` (and history is enabled); answers the
+    /// position it got, if logged.
+    pub async fn publish(
+        &self,
+        channel: &str,
+        payload: Bytes,
+        logged: bool,
+    ) -> Result<Option<Position>, BrokerError> {
         if let Err(reason) = check_name("channel", channel).and_then(|()| check_body(&payload)) {
             return Err(BrokerError::Server(reason));
         }
         let publish = PublishFromSupervisor {
             channel: Arc::from(channel),
             payload,
+            logged,
         };
         (self.server.send(publish).await)
-            .map_err(|_| BrokerError::Unavailable("the local broker server stopped".into()))
+            .map_err(|_| BrokerError::Unavailable("the local broker server stopped".into()))?
+            .map_err(BrokerError::Server)
     }
 
     /// Stops the server: no more connections, every client disconnected, the actor stopped,
