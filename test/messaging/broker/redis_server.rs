@@ -68,8 +68,8 @@ impl RedisServer {
             .await
             .expect("a connection to the private Redis within the wait")
             .expect("a connection to the private Redis");
-        let saved = redis::cmd("SAVE").query_async::<String>(&mut conn);
-        actix_rt::time::timeout(WAIT, saved)
+        let save = redis::cmd("SAVE");
+        actix_rt::time::timeout(WAIT, save.query_async::<String>(&mut conn))
             .await
             .expect("SAVE within the wait")
             .expect("SAVE");
@@ -114,6 +114,7 @@ async fn answers(url: &str) -> bool {
     let Ok(Ok(mut conn)) = actix_rt::time::timeout(WAIT, connecting).await else {
         return false;
     };
-    let ping = redis::cmd("PING").query_async::<String>(&mut conn);
-    matches!(actix_rt::time::timeout(WAIT, ping).await, Ok(Ok(_)))
+    let ping = redis::cmd("PING");
+    let pong = actix_rt::time::timeout(WAIT, ping.query_async::<String>(&mut conn));
+    matches!(pong.await, Ok(Ok(_)))
 }
