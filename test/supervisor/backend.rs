@@ -83,9 +83,14 @@ pub struct Subscriber {
 }
 
 impl Subscriber {
-    /// Subscribes to `channel`; the subscription is live when this returns.
+    /// Subscribes to `channel` on the shared Redis; the subscription is live when this returns.
     pub async fn to(channel: &str) -> Subscriber {
-        let client = redis::Client::open(REDIS_URL).expect("Redis URL");
+        Self::on(REDIS_URL, channel).await
+    }
+
+    /// Subscribes to `channel` on the Redis at `url`; the subscription is live when this returns.
+    pub async fn on(url: &str, channel: &str) -> Subscriber {
+        let client = redis::Client::open(url).expect("Redis URL");
         let mut pubsub = actix_rt::time::timeout(WAIT, client.get_async_pubsub())
             .await
             .expect("Redis pub/sub connection within the time limit")

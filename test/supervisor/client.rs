@@ -36,13 +36,24 @@ pub fn http() -> awc::Client {
     HTTP.with(awc::Client::clone)
 }
 
-/// What the server sends a client.
+/// What the server sends a client, as [`Client::next_event`] reads it.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Event {
     /// An envelope `{"topic", "data"}`.
     Message { topic: String, data: Value },
     /// A close frame with its code, or `None` for a connection that just ended.
     Closed(Option<u16>),
+}
+
+/// What the server sends a client, as it came ([`Client::next_envelope`]): for the tests that
+/// look at a message's position and at a close's reason.
+#[allow(dead_code)] // used by test/delivery.rs
+#[derive(Debug, Clone, PartialEq)]
+pub enum Received {
+    /// The whole envelope: `topic`, `data`, and `pos` when the message came from the log.
+    Envelope(Value),
+    /// A close frame's code and reason, or `None` for a connection that just ended.
+    Closed(Option<(u16, String)>),
 }
 
 /// The data of `rohrpost.welcome`.
@@ -52,6 +63,12 @@ pub struct Welcome {
     pub resume: String,
     pub resumed: bool,
     pub whitelist: Vec<String>,
+    /// Where the session is caught up to (absent when the server keeps no history).
+    #[allow(dead_code)] // used by test/delivery.rs
+    pub pos: Option<String>,
+    /// On a resume: whether every logged message since the hello's `since` follows.
+    #[allow(dead_code)] // used by test/delivery.rs
+    pub recovered: Option<bool>,
 }
 
 impl Welcome {
@@ -75,6 +92,8 @@ impl Welcome {
                 .as_bool()
                 .ok_or_else(|| format!("welcome without a bool \"resumed\": {data}"))?,
             whitelist,
+            pos: data["pos"].as_str().map(str::to_owned),
+            recovered: data["recovered"].as_bool(),
         })
     }
 
@@ -116,11 +135,25 @@ impl Client {
 
     /// Asks to resume the session `token` was issued for.
     pub async fn resume(&mut self, token: &str) -> Result<Welcome, String> {
-        self.handshake(json!({"hello": 1, "resume": token})).await
+        self.resume_since(token, None).await
+    }
+
+    /// Asks to resume the session `token` was issued for, caught up to position `since`: the
+    /// server is to replay what the session missed after it.
+    pub async fn resume_since(
+        &mut self,
+        token: &str,
+        since: Option<&str>,
+    ) -> Result<Welcome, String> {
+        let mut hello = json!({"hello": 1, "resume": token});
+        if let Some(since) = since {
+            hello["since"] = since.into();
+        }
+        self.handshake(hello).await
     }
 
     /// Sends `hello` and expects the welcome as the very next message.
-    async fn handshake(&mut self, hello: Value) -> Result<Welcome, String> {
+    pub async fn handshake(&mut self, hello: Value) -> Result<Welcome, String> {
         self.send_text(hello.to_string()).await?;
         match self.next_event(WAIT).await {
             Some(Event::Message { topic, data }) if topic == WELCOME => Welcome::parse(&data),
@@ -130,8 +163,12 @@ impl Client {
 
     /// Sends the envelope `{"topic", "data"}`.
     pub async fn publish(&mut self, topic: &str, data: Value) -> Result<(), String> {
-        self.send_text(json!({"topic": topic, "data": data}).to_string())
-            .await
+        self.send_json(&json!({"topic": topic, "data": data})).await
+    }
+
+    /// Sends any JSON message (an envelope with an `id`, say).
+    pub async fn send_json(&mut self, message: &Value) -> Result<(), String> {
+        self.send_text(message.to_string()).await
     }
 
     async fn send_text(&mut self, text: String) -> Result<(), String> {
@@ -147,27 +184,40 @@ impl Client {
     /// The next message or close, if one comes within `within`. A close frame is answered, which
     /// completes the closing handshake the server waits for.
     pub async fn next_event(&mut self, within: Duration) -> Option<Event> {
+        Some(match self.next_envelope(within).await? {
+            Received::Envelope(envelope) => Event::Message {
+                topic: envelope["topic"].as_str().unwrap_or_default().to_owned(),
+                data: envelope["data"].clone(),
+            },
+            Received::Closed(close) => Event::Closed(close.map(|(code, _)| code)),
+        })
+    }
+
+    /// [`Client::next_event`], with the whole envelope and the close's reason.
+    pub async fn next_envelope(&mut self, within: Duration) -> Option<Received> {
         if self.closed {
-            return Some(Event::Closed(None));
+            return Some(Received::Closed(None));
         }
         let deadline = tokio::time::Instant::now() + within;
         loop {
             let next = tokio::time::timeout_at(deadline, self.ws.next())
                 .await
                 .ok()?;
-            let event = match next {
-                Some(Ok(Frame::Text(text))) => parse_envelope(&text),
+            let received = match next {
+                Some(Ok(Frame::Text(text))) => Received::Envelope(parse_envelope(&text)),
                 Some(Ok(Frame::Close(reason))) => {
                     let _ = actix_rt::time::timeout(WAIT, self.ws.send(Message::Close(None))).await;
-                    Event::Closed(reason.map(|r| u16::from(r.code)))
+                    Received::Closed(
+                        reason.map(|r| (u16::from(r.code), r.description.unwrap_or_default())),
+                    )
                 }
                 Some(Ok(_)) => continue,
-                Some(Err(_)) | None => Event::Closed(None),
+                Some(Err(_)) | None => Received::Closed(None),
             };
-            if matches!(event, Event::Closed(_)) {
+            if matches!(received, Received::Closed(_)) {
                 self.closed = true;
             }
-            return Some(event);
+            return Some(received);
         }
     }
 
@@ -201,12 +251,22 @@ pub async fn resume_through_connect(
     token: &str,
     within: Duration,
 ) -> Result<(Client, Welcome), String> {
+    resume_since_through_connect(main_port, token, None, within).await
+}
+
+/// [`resume_through_connect`], caught up to position `since`.
+pub async fn resume_since_through_connect(
+    main_port: u16,
+    token: &str,
+    since: Option<&str>,
+    within: Duration,
+) -> Result<(Client, Welcome), String> {
     let deadline = tokio::time::Instant::now() + within;
     loop {
         let attempt = async {
             let handout = handout(main_port).await?;
             let mut client = Client::connect(&handout.ws_url()).await?;
-            let welcome = client.resume(token).await?;
+            let welcome = client.resume_since(token, since).await?;
             Ok::<_, String>((client, welcome))
         };
         match attempt.await {
@@ -219,20 +279,18 @@ pub async fn resume_through_connect(
     }
 }
 
-/// A server message as an envelope; anything else fails the test, as the server must not send it.
-fn parse_envelope(text: &[u8]) -> Event {
+/// A server message as an envelope with a string topic; anything else fails the test, as the
+/// server must not send it.
+fn parse_envelope(text: &[u8]) -> Value {
     let value: Value = serde_json::from_slice(text).unwrap_or_else(|e| {
         panic!(
             "server message is not JSON ({e}): {}",
             String::from_utf8_lossy(text)
         )
     });
-    let topic = value["topic"]
-        .as_str()
-        .unwrap_or_else(|| panic!("server message without a string topic: {value}"))
-        .to_owned();
-    Event::Message {
-        topic,
-        data: value["data"].clone(),
-    }
+    assert!(
+        value["topic"].is_string(),
+        "server message without a string topic: {value}"
+    );
+    value
 }

@@ -11,7 +11,7 @@ use crate::process::{Options, Supervisor};
 #[actix_rt::test]
 async fn a_flooding_client_is_closed_with_1008_and_counted() {
     let (sup, port) = Supervisor::start_one(Options {
-        extra_config: "[limits]\nmessages_per_second = 1\nburst = 5\n",
+        extra_config: "[limits]\nmessages_per_second = 1\nburst = 5\n".into(),
         ..Options::default()
     })
     .await;

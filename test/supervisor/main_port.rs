@@ -5,10 +5,11 @@ use std::time::Duration;
 
 use awc::http::header::HeaderMap;
 use serde::Deserialize;
+use serde_json::Value;
 
 use crate::client::http;
 use crate::common::WAIT;
-use crate::process::Supervisor;
+use crate::process::{Supervisor, API_KEY};
 
 /// A worker slot's state, as `/health` reports it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
@@ -120,6 +121,37 @@ pub async fn api_restart(sup: &Supervisor, authorization: Option<&str>) -> u16 {
         .expect("/api/restart answers in time")
         .expect("/api/restart answers");
     res.status().as_u16()
+}
+
+/// What the server API answered: the status, and the body as JSON (`Null` when it is not).
+#[allow(dead_code)] // used by test/delivery.rs
+#[derive(Debug, Clone)]
+pub struct ApiAnswer {
+    pub status: u16,
+    pub body: Value,
+}
+
+/// `POST <path>` with `body` on the server API on `main_port`, with the test key; an error when
+/// no answer comes within [`WAIT`].
+#[allow(dead_code)] // used by test/delivery.rs
+pub async fn api_post(main_port: u16, path: &str, body: &Value) -> Result<ApiAnswer, String> {
+    let url = format!("http://127.0.0.1:{main_port}{path}");
+    let sent = http()
+        .post(&url)
+        .insert_header(("Authorization", format!("Bearer {API_KEY}")))
+        .send_json(body);
+    let mut res = actix_rt::time::timeout(WAIT, sent)
+        .await
+        .map_err(|_| format!("POST {url}: no answer within {WAIT:?}"))?
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    let bytes = actix_rt::time::timeout(WAIT, res.body())
+        .await
+        .map_err(|_| format!("POST {url}: no body within {WAIT:?}"))?
+        .map_err(|e| format!("POST {url}: {e}"))?;
+    Ok(ApiAnswer {
+        status: res.status().as_u16(),
+        body: serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    })
 }
 
 /// `GET url`, optionally with an `Accept` header: status, headers and body.

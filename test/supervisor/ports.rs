@@ -35,6 +35,13 @@ impl PortBlock {
         panic!("no free block of {} ports below {below}", workers + 1);
     }
 
+    /// One free port below the ephemeral range, for a server a test stops and starts again on
+    /// the same port (a private Redis), for the same reason as worker ports.
+    #[allow(dead_code)] // used by test/delivery.rs
+    pub fn single() -> u16 {
+        PortBlock::find(0).main
+    }
+
     /// The port of worker `index`.
     pub fn worker(&self, index: u16) -> u16 {
         assert!(index < self.workers, "worker {index} of {}", self.workers);

@@ -34,6 +34,17 @@ pub const SETTLE: Duration = Duration::from_secs(30);
 /// How often state is polled.
 pub const POLL: Duration = Duration::from_millis(50);
 
+/// Which broker the supervisor and its workers use.
+#[allow(dead_code)] // `Redis` and `Embedded` are used by test/delivery.rs
+pub enum Broker {
+    /// The shared Redis, [`REDIS_URL`].
+    SharedRedis,
+    /// The Redis at this URL (a private `redis-server` the test may stop).
+    Redis(String),
+    /// The embedded broker, hosted by the supervisor on a socket in its temporary directory.
+    Embedded,
+}
+
 /// What differs between the supervisors of the tests.
 pub struct Options {
     pub workers: u16,
@@ -41,8 +52,9 @@ pub struct Options {
     pub restart_window: &'static str,
     /// Run a copy of the binary placed in the temporary directory, which the test may replace.
     pub own_binary: bool,
+    pub broker: Broker,
     /// TOML appended to the configuration (extra sections, e.g. `[limits]`).
-    pub extra_config: &'static str,
+    pub extra_config: String,
     /// `RUST_LOG` of the processes; `None`: `$ROHRPOST_TEST_LOG`, else `info`.
     pub log_filter: Option<&'static str>,
 }
@@ -54,7 +66,8 @@ impl Default for Options {
             max_restarts: 5,
             restart_window: "60s",
             own_binary: false,
-            extra_config: "",
+            broker: Broker::SharedRedis,
+            extra_config: String::new(),
             log_filter: None,
         }
     }
@@ -99,8 +112,8 @@ impl Supervisor {
     /// Starts a supervisor on `ports` and waits until its main port answers `/health`.
     pub async fn start(options: Options, ports: PortBlock) -> Supervisor {
         let dir = tempfile::tempdir().expect("temporary directory");
-        std::fs::write(dir.path().join("rohrpost.toml"), config(&options, ports))
-            .expect("write the configuration");
+        let file = config(&options, ports, dir.path());
+        std::fs::write(dir.path().join("rohrpost.toml"), file).expect("write the configuration");
         let exe = if options.own_binary {
             let exe = dir.path().join("rohrpost");
             std::fs::copy(BIN, &exe).expect("copy the binary");
@@ -322,8 +335,24 @@ pub fn send_signal(pid: u32, signal: &str) {
     assert!(status.is_ok(), "run kill -{signal} {pid}");
 }
 
-/// The configuration file of a test supervisor.
-fn config(options: &Options, ports: PortBlock) -> String {
+/// The `[broker]` section's keys for `broker`, for a supervisor running in `dir`.
+fn broker_keys(broker: &Broker, dir: &Path) -> String {
+    let quoted = |text: &str| toml::Value::from(text).to_string();
+    match broker {
+        Broker::SharedRedis => format!("kind = \"redis\"\nredis_url = {}", quoted(REDIS_URL)),
+        Broker::Redis(url) => format!("kind = \"redis\"\nredis_url = {}", quoted(url)),
+        Broker::Embedded => {
+            let socket = dir.join("broker.sock");
+            format!(
+                "kind = \"local\"\nsocket = {}",
+                quoted(&socket.to_string_lossy())
+            )
+        }
+    }
+}
+
+/// The configuration file of a test supervisor running in `dir`.
+fn config(options: &Options, ports: PortBlock, dir: &Path) -> String {
     format!(
         r#"[http]
 host = "127.0.0.1"
@@ -343,8 +372,7 @@ secret = "{SECRET}"
 default_whitelist = ["anonym.*"]
 
 [broker]
-kind = "redis"
-redis_url = "{REDIS_URL}"
+{broker}
 
 [api]
 key = "{API_KEY}"
@@ -357,6 +385,7 @@ key = "{API_KEY}"
         drain = DRAIN_TIMEOUT.as_secs(),
         max_restarts = options.max_restarts,
         window = options.restart_window,
+        broker = broker_keys(&options.broker, dir),
         extra = options.extra_config,
     )
 }

@@ -77,7 +77,7 @@ async fn framed_websocket_first_frame(port: u16, session: &str) -> String {
 #[actix_rt::test]
 async fn sessions_beyond_the_caps_are_refused_with_1013_and_connect_says_503() {
     let (sup, worker) = Supervisor::start_one(Options {
-        extra_config: CAPS,
+        extra_config: CAPS.into(),
         ..Options::default()
     })
     .await;
