@@ -14,7 +14,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use actix::dev::SendError;
 use actix::prelude::*;
 use bytes::Bytes;
 use log::{debug, info};
@@ -685,7 +684,7 @@ impl RohrpostSession {
             if result.is_err() {
                 metrics::backend_error();
             }
-            report(&session, forward, Outcome::Published { sent, result }).await;
+            report(&session, forward, Outcome::Published { sent, result });
             drop(pending);
         });
     }
@@ -730,7 +729,7 @@ impl RohrpostSession {
                 }
                 (result, _) => HttpOutcome::Answer(result),
             };
-            report(&session, forward, Outcome::Http { sent, answer }).await;
+            report(&session, forward, Outcome::Http { sent, answer });
             drop(pending);
         });
     }
@@ -975,19 +974,16 @@ fn publish_error(e: &BrokerError) -> ClientError {
     }
 }
 
-/// Hands `outcome` to its session; one that is gone (a drain closed it while the message was
-/// on its way) cannot tell its client, so the acknowledgement or error goes through the log
-/// to the session's direct topic instead, and reaches the client where it resumed.
-async fn report(
+/// Hands `outcome` to its session (see [`Reported`] for one that is gone).
+fn report(
     session: &Addr<Session<RohrpostSession>>,
     forward: Option<Recipient<PublishLogged>>,
     outcome: Outcome,
 ) {
-    match session.try_send(outcome) {
-        Ok(()) => {}
-        Err(SendError::Full(outcome)) => session.do_send(outcome),
-        Err(SendError::Closed(outcome)) => forward_reports(forward, outcome).await,
-    }
+    session.do_send(Reported {
+        outcome: Some(outcome),
+        forward,
+    });
 }
 
 /// Publishes what the client must hear of `outcome` on its session's direct topic, through the
@@ -1113,8 +1109,6 @@ enum HttpOutcome {
 }
 
 /// The outcome of a client message, for the session that sent it.
-#[derive(Message)]
-#[rtype(result = "()")]
 enum Outcome {
     Published {
         sent: Sent,
@@ -1126,11 +1120,38 @@ enum Outcome {
     },
 }
 
-impl Handler<Outcome> for Session<RohrpostSession> {
+/// An [`Outcome`] on its way to its session. If the session never handles it (it stopped
+/// before: a drain closed it while the message was on its way, and its mailbox went with it),
+/// dropping it forwards what the client must hear through the log to the session's direct
+/// topic instead, so that it reaches the client where it resumed.
+#[derive(Message)]
+#[rtype(result = "()")]
+struct Reported {
+    outcome: Option<Outcome>,
+    /// The log, when history is enabled.
+    forward: Option<Recipient<PublishLogged>>,
+}
+
+impl Drop for Reported {
+    fn drop(&mut self) {
+        if let Some(outcome) = self.outcome.take() {
+            let forward = self.forward.take();
+            let pending = Pending::start();
+            actix_rt::spawn(async move {
+                forward_reports(forward, outcome).await;
+                drop(pending);
+            });
+        }
+    }
+}
+
+impl Handler<Reported> for Session<RohrpostSession> {
     type Result = ();
 
-    fn handle(&mut self, msg: Outcome, ctx: &mut Context<Self>) {
-        self.with_handler(ctx, |h, s| h.outcome(msg, s));
+    fn handle(&mut self, mut msg: Reported, ctx: &mut Context<Self>) {
+        if let Some(outcome) = msg.outcome.take() {
+            self.with_handler(ctx, |h, s| h.outcome(outcome, s));
+        }
     }
 }
 
