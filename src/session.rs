@@ -279,6 +279,28 @@ impl RohrpostSession {
             error.message
         );
         metrics::dropped(DropReason::ClientError);
+        if s.is_closed() {
+            // A drain's close frame is out: an error about a message with an id goes where the
+            // client resumes, like its outcome would.
+            if let (Some(id), Phase::Established(session), Some(forward)) =
+                (&error.id, &self.phase, self.logged())
+            {
+                let report = serde_json::json!({"topic": ERROR_TOPIC, "data": error.data()});
+                let publish = forward.send(PublishLogged {
+                    channel: Arc::from(session.direct.as_str()),
+                    payload: Bytes::from(report.to_string()),
+                });
+                let id = id.clone();
+                let pending = Pending::start();
+                actix_rt::spawn(async move {
+                    if !matches!(publish.await, Ok(Ok(_))) {
+                        info!("error about a closed session's message not forwarded id={id}");
+                    }
+                    drop(pending);
+                });
+            }
+            return;
+        }
         s.send(&error.to_envelope());
     }
 
@@ -740,10 +762,16 @@ impl RohrpostSession {
     }
 
     fn outcome(&mut self, outcome: Outcome, s: &mut Ctx<'_>) {
-        if matches!(self.phase, Phase::Closed) {
-            // Closed meanwhile (a drain): the client hears of it where it resumes.
+        if matches!(self.phase, Phase::Closed) || s.is_closed() {
+            // Closed meanwhile (a drain's close frame is out, though the session still takes
+            // what its client sends until the client answers it): the client hears of it where
+            // it resumes.
             let forward = self.logged();
-            actix_rt::spawn(async move { forward_reports(forward, outcome).await });
+            let pending = Pending::start();
+            actix_rt::spawn(async move {
+                forward_reports(forward, outcome).await;
+                drop(pending);
+            });
             return;
         }
         let (sent, error) = match outcome {
