@@ -83,6 +83,8 @@ check "inbound (embedded broker)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --u
 check "http" '"delivered_ratio":1.0' "$bin" bench http -n 20 -k 5 --topic anonym.http --backend "$backend_addr" --url "$main"
 limit=120 check "soak (40 s, restarts)" '"ok":true' "$bin" bench soak -n 40 --duration 40s \
   --restart-every 15s --sample-every 5s --url "$main" --api-key smoke-key --backend "$backend_addr"
+limit=90 check "recovery (staged restart)" '"ok":true' "$bin" bench recovery -n 30 --rate 20 \
+  --url "$main" --api-key smoke-key
 start redis redis
 check "fanout (Redis)" '"delivered_ratio":1.0' "$bin" bench fanout -n 50 -m 20 --url "$main" --redis redis://127.0.0.1:6379/
 check "inbound (Redis)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" --redis redis://127.0.0.1:6379/

@@ -5,8 +5,8 @@
 //!
 //! For every resume it measures the time from the 1012 close to the session being caught up:
 //! its welcome arrived and it holds every number published before that welcome, once, in order.
-//! Resumes are grouped into bursts (one per draining worker: closes more than a second apart
-//! start a new one); for each burst, the time from its first close until its last session was
+//! Resumes are grouped into bursts (one per draining worker: a close more than 250 ms after the
+//! previous one starts a new burst); for each burst, the time from its first close until its last session was
 //! caught up. Every number is accounted for per session: received once and in order, or lost
 //! after a `recovered: false` (reported), or lost silently (the run fails).
 
@@ -21,8 +21,11 @@ use serde_json::{json, Value};
 use super::client::{self, Resume, Welcome};
 use super::scenarios::{Clients, Publisher};
 use super::soak::{restart, settle};
-use super::system::{self, CpuMeter};
+use super::system;
 use super::{BenchArgs, BenchError};
+
+/// Closes this far apart belong to different drains.
+const BURST_GAP: Duration = Duration::from_millis(250);
 
 /// What every follower of the run shares.
 struct Shared {
@@ -266,7 +269,6 @@ pub(super) async fn recovery(
         })
     };
     actix_rt::time::sleep(Duration::from_secs(2)).await;
-    let cpu = CpuMeter::start(server);
     let started = Instant::now();
     if !restart(&http, args).await? {
         return Err(BenchError::Server(
@@ -286,7 +288,6 @@ pub(super) async fn recovery(
         }
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
-    let cpu_percent = cpu.percent();
     actix_rt::time::sleep(Duration::from_secs(1)).await;
     shared.stop.set(true);
     let _ = publishing.await;
@@ -295,6 +296,9 @@ pub(super) async fn recovery(
     for task in tasks {
         let _ = actix_rt::time::timeout(Duration::from_secs(5), task).await;
     }
+    let now_running = system::server_pids(&http, &args.url)
+        .await
+        .unwrap_or_else(|_| server.to_vec());
     let books = shared.books.borrow();
     let mut catch_ups = books.catch_ups.clone();
     catch_ups.sort_by_key(|(closed, _)| *closed);
@@ -302,11 +306,14 @@ pub(super) async fn recovery(
         .map(|(closed, caught)| caught.duration_since(*closed).as_secs_f64() * 1000.0)
         .collect();
     latencies.sort_by(f64::total_cmp);
-    // Bursts: closes more than a second apart start a new one.
+    // Bursts: a close more than BURST_GAP after the previous one starts a new one.
     let mut bursts: Vec<(Instant, Instant, usize)> = Vec::new();
+    let mut previous: Option<Instant> = None;
     for &(closed, caught) in &catch_ups {
+        let gap = previous.map_or(Duration::MAX, |p| closed.duration_since(p));
+        previous = Some(closed);
         match bursts.last_mut() {
-            Some((first, last, n)) if closed.duration_since(*first) < Duration::from_secs(1) => {
+            Some((_, last, n)) if gap < BURST_GAP => {
                 *last = (*last).max(caught);
                 *n += 1;
             }
@@ -338,7 +345,8 @@ pub(super) async fn recovery(
             "max": latencies.last().copied().unwrap_or(0.0),
         },
         "bursts": bursts,
-        "server": {"cpu_percent": cpu_percent, "rss_kib": system::rss_kib(server)},
+        // The workers were replaced: their CPU time over the run cannot be summed from /proc.
+        "server": {"rss_kib": system::rss_kib(&now_running)},
         "ok": books.lost == 0 && books.duplicates == 0 && books.resumes > 0,
     }))
 }

@@ -79,7 +79,8 @@ pub struct Totals {
     pub http_ok: u64,
     /// `backend_*` errors, and answers still missing when the run stopped.
     pub http_errors: u64,
-    /// Round trips whose connection closed before the answer (restart, churn).
+    /// Round trips whose session was left before the answer (churn); those of a session that
+    /// resumes are answered where it resumed.
     pub http_interrupted: u64,
     /// Other `rohrpost.error` messages.
     pub other_errors: u64,
@@ -120,10 +121,10 @@ pub async fn run(
 ) {
     // The session to resume, with the whitelist and position it had, and the highest fan-out
     // number this logical client received.
-    let mut resume: Option<(Welcome, i64)> = None;
+    let mut resume: Option<(Welcome, i64, u64)> = None;
     let mut failures = 0;
     loop {
-        let token = resume.as_ref().map(|(w, _)| client::Resume {
+        let token = resume.as_ref().map(|(w, _, _)| client::Resume {
             token: &w.resume,
             since: w.pos.as_deref(),
         });
@@ -145,8 +146,11 @@ pub async fn run(
         };
         failures = 0;
         let floor = shared.sending.get().max(shared.published.get());
+        let mut pending_http = 0;
         let (mut welcome, carried) = match resume.take() {
-            Some((before, last)) => {
+            Some((before, last, pending)) => {
+                // Answers to round trips of the last connection come through the log here.
+                pending_http = pending;
                 let mut welcome = check_resume(index, &before, welcome, &shared);
                 // Position notices and messages since the welcome moved it on; keep the newest.
                 if welcome.pos.is_none() {
@@ -171,6 +175,7 @@ pub async fn run(
         };
         let rest = std::mem::take(&mut welcome.rest);
         let mut link = Link::new(welcome, floor, carried);
+        link.pending_http = pending_http;
         for message in rest {
             if let Ok(v) = serde_json::from_str::<Value>(&message) {
                 link.take(&v, &shared);
@@ -179,7 +184,9 @@ pub async fn run(
         let end = link.serve(conn, &mut orders, &shared).await;
         match end {
             End::Leave => {}
-            End::Reconnect | End::Closed => resume = Some((link.welcome, link.last)),
+            End::Reconnect | End::Closed => {
+                resume = Some((link.welcome, link.last, link.pending_http))
+            }
             End::Stop => return,
         }
     }
@@ -341,7 +348,8 @@ impl Link {
             End::Reconnect => totals.reconnected += 1,
             End::Closed => {}
         }
-        if end != End::Stop {
+        if end == End::Leave {
+            // A new session follows: answers to this one's round trips cannot reach it.
             totals.http_interrupted += self.pending_http;
         }
     }
