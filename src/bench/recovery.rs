@@ -33,7 +33,10 @@ struct Shared {
     published: Cell<i64>,
     /// The number being published now: a session welcomed meanwhile is owed only later ones.
     sending: Cell<i64>,
+    /// Set once the last number is published: sessions end once they hold it (or at the
+    /// deadline, counting what they miss as lost).
     stop: Cell<bool>,
+    give_up: Cell<Option<Instant>>,
     books: RefCell<Books>,
 }
 
@@ -108,15 +111,20 @@ impl Follower {
 /// Follows the fan-out on one session until the run stops, resuming after every close.
 async fn follow(http: awc::Client, main: String, topic: String, shared: Rc<Shared>) {
     let mut follower: Option<Follower> = None;
-    while !shared.stop.get() {
+    loop {
         let resume = follower.as_ref().map(|f| Resume {
             token: &f.welcome.resume,
             since: f.welcome.pos.as_deref(),
         });
         let (mut conn, mut welcome) = match client::dial(&http, &main, false, resume).await {
             Ok(opened) => opened,
-            Err(_) => {
-                shared.books.borrow_mut().errors += 1;
+            Err(e) => {
+                let mut books = shared.books.borrow_mut();
+                books.errors += 1;
+                if books.errors <= 5 {
+                    log::warn!("recovery: connecting failed (retrying): {e}");
+                }
+                drop(books);
                 actix_rt::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }
@@ -161,12 +169,12 @@ async fn follow(http: awc::Client, main: String, topic: String, shared: Rc<Share
             f.check_caught_up(&mut books);
         }
         loop {
+            if done(&shared, &f) {
+                break;
+            }
             let frame = tokio::select! {
                 frame = conn.next() => frame,
-                () = actix_rt::time::sleep(Duration::from_millis(200)) => {
-                    if shared.stop.get() { break; }
-                    continue;
-                }
+                () = actix_rt::time::sleep(Duration::from_millis(200)) => continue,
             };
             let text = match frame {
                 Some(Ok(Frame::Text(text))) => text,
@@ -189,7 +197,7 @@ async fn follow(http: awc::Client, main: String, topic: String, shared: Rc<Share
             f.check_caught_up(&mut books);
         }
         shared.books.borrow_mut().connected -= 1;
-        if shared.stop.get() {
+        if done(&shared, &f) {
             let _ = conn.send(Message::Close(None)).await;
             let published = shared.published.get();
             let mut books = shared.books.borrow_mut();
@@ -199,6 +207,14 @@ async fn follow(http: awc::Client, main: String, topic: String, shared: Rc<Share
         f.closed_at = Some(Instant::now());
         follower = Some(f);
     }
+}
+
+/// Whether a session is done: the run stopped, and it holds the last number published (or the
+/// run gave up waiting).
+fn done(shared: &Shared, f: &Follower) -> bool {
+    shared.stop.get()
+        && (f.last >= shared.published.get()
+            || shared.give_up.get().is_some_and(|t| Instant::now() > t))
 }
 
 /// Percentile `q` (0..=1) of sorted milliseconds.
@@ -225,6 +241,7 @@ pub(super) async fn recovery(
         published: Cell::new(-1),
         sending: Cell::new(-1),
         stop: Cell::new(false),
+        give_up: Cell::new(None),
         books: RefCell::default(),
     });
     let http = clients.first().clone();
@@ -289,12 +306,14 @@ pub(super) async fn recovery(
         actix_rt::time::sleep(Duration::from_millis(100)).await;
     }
     actix_rt::time::sleep(Duration::from_secs(1)).await;
+    shared
+        .give_up
+        .set(Some(Instant::now() + Duration::from_secs(30)));
     shared.stop.set(true);
     let _ = publishing.await;
-    // The last numbers published are due to everyone still: a moment to arrive.
-    actix_rt::time::sleep(Duration::from_millis(500)).await;
+    // Every session ends once it holds the last number (bounded by `give_up`).
     for task in tasks {
-        let _ = actix_rt::time::timeout(Duration::from_secs(5), task).await;
+        let _ = actix_rt::time::timeout(Duration::from_secs(35), task).await;
     }
     let now_running = system::server_pids(&http, &args.url)
         .await

@@ -234,11 +234,11 @@ done
 fi
 
 if want recovery; then
-echo "# recovery bursts: $FANOUT_N sessions resuming through a staged restart, fan-out at 50/s"
+echo "# recovery bursts: $FANOUT_N sessions resuming through a staged restart, fan-out at 5/s"
 for _ in $(seq "$RUNS"); do
   for server in embedded redis; do
     start_server "$server"
-    bench "recovery $FANOUT_N, $server" "$server" recovery -n "$FANOUT_N" --rate 50
+    bench "recovery $FANOUT_N, $server" "$server" recovery -n "$FANOUT_N" --rate 5
     stop_server
   done
 done

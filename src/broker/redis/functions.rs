@@ -66,12 +66,15 @@ local function publish(keys, args)
     redis.call('DEL', LOG)
     redis.call('XADD', LOG, 'MAXLEN', SIZE, '0-' .. seq, 'c', channel, 'p', payload, 't', ms)
   end
-  local oldest = redis.call('XRANGE', LOG, '-', '+', 'COUNT', 16)
-  for _, entry in ipairs(oldest) do
-    if tonumber(entry[2][6]) < ms - TTL_MS then
-      redis.call('XDEL', LOG, entry[1])
-    else
-      break
+  -- Expired entries go a few at a time, and only the oldest one is read when none has expired.
+  local oldest = redis.call('XRANGE', LOG, '-', '+', 'COUNT', 1)
+  if oldest[1] and tonumber(oldest[1][2][6]) < ms - TTL_MS then
+    for _, entry in ipairs(redis.call('XRANGE', LOG, '-', '+', 'COUNT', 16)) do
+      if tonumber(entry[2][6]) < ms - TTL_MS then
+        redis.call('XDEL', LOG, entry[1])
+      else
+        break
+      end
     end
   end
   local pos = e .. ':' .. seq
