@@ -119,12 +119,13 @@ async fn follow(http: awc::Client, main: String, topic: String, shared: Rc<Share
         let (mut conn, mut welcome) = match client::dial(&http, &main, false, resume).await {
             Ok(opened) => opened,
             Err(e) => {
-                let mut books = shared.books.borrow_mut();
-                books.errors += 1;
-                if books.errors <= 5 {
-                    log::warn!("recovery: connecting failed (retrying): {e}");
+                {
+                    let mut books = shared.books.borrow_mut();
+                    books.errors += 1;
+                    if books.errors <= 5 {
+                        log::warn!("recovery: connecting failed (retrying): {e}");
+                    }
                 }
-                drop(books);
                 actix_rt::time::sleep(Duration::from_millis(100)).await;
                 continue;
             }

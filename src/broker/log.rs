@@ -19,7 +19,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use bytes::Bytes;
 
-use super::{BrokerError, BrokerMessage};
+use tokio::sync::oneshot;
+
+use super::{BrokerError, BrokerMessage, LinkRestored};
 use crate::topics::Pattern;
 
 /// Where a message stands in the log: its epoch and its sequence number (from 1).
@@ -246,6 +248,68 @@ impl Follower {
             }
         }
         Filled { messages, gap }
+    }
+}
+
+impl Follower {
+    /// After a reconnect, when the log was read after [`Follower::begin`]'s position: replays
+    /// what it holds through `deliver`, then tells `restored` the link is back and whether a
+    /// gap remains. Shared by every broker actor.
+    pub fn refill(
+        &mut self,
+        read: Result<LogRead, BrokerError>,
+        wanted: &Subscriptions<'_>,
+        deliver: &Recipient<BrokerMessage>,
+        restored: Option<&Recipient<LinkRestored>>,
+        broker: &str,
+    ) {
+        let filled = self.finish(read, wanted);
+        log::info!(
+            "{broker} replayed after reconnecting messages={} gap={}",
+            filled.messages.len(),
+            filled.gap
+        );
+        for message in filled.messages {
+            deliver.do_send(message);
+        }
+        if let Some(restored) = restored {
+            restored.do_send(LinkRestored { gap: filled.gap });
+        }
+    }
+}
+
+/// The [`Confirm`]s of one broker waiting for their subscriptions (`S`: how the broker names
+/// them) to be applied on its connection.
+pub(crate) struct Waiters<S>(Vec<(Vec<S>, oneshot::Sender<()>)>);
+
+impl<S> Default for Waiters<S> {
+    fn default() -> Self {
+        Waiters(Vec::new())
+    }
+}
+
+impl<S: 'static> Waiters<S> {
+    /// The answer to a [`Confirm`] of `subs`: `true` at once when `confirmed` says so, else
+    /// once [`Waiters::wake`] finds them confirmed.
+    pub fn confirm(&mut self, subs: Vec<S>, confirmed: bool) -> ResponseFuture<bool> {
+        if confirmed {
+            return Box::pin(std::future::ready(true));
+        }
+        let (waiter, answer) = oneshot::channel();
+        self.0.push((subs, waiter));
+        Box::pin(async move { answer.await.is_ok() })
+    }
+
+    /// Answers every waiting confirmation whose subscriptions are `confirmed` now (and forgets
+    /// those nobody waits for any more).
+    pub fn wake(&mut self, confirmed: impl Fn(&[S]) -> bool) {
+        for (subs, waiter) in std::mem::take(&mut self.0) {
+            if confirmed(&subs) {
+                let _ = waiter.send(());
+            } else if !waiter.is_closed() {
+                self.0.push((subs, waiter));
+            }
+        }
     }
 }
 

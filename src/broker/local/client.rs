@@ -44,7 +44,7 @@ use tokio_util::sync::CancellationToken;
 
 use self::link::{open, write_requests, Opened};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
-use crate::broker::log::{Follower, LogEntry, LogRead, Position, Subscriptions};
+use crate::broker::log::{Follower, LogEntry, LogRead, Position, Subscriptions, Waiters};
 use crate::broker::{
     backoff, detached, BrokerError, BrokerMessage, LinkLost, LinkRestored, WatchRestored,
     COMMAND_TIMEOUT,
@@ -148,7 +148,7 @@ pub struct LocalBroker {
     /// Keeps logged deliveries gapless across reconnects.
     follower: Follower,
     /// [`Confirm`](crate::broker::log::Confirm)s waiting for their patterns to be applied.
-    waiters: Vec<(Vec<Pattern>, oneshot::Sender<()>)>,
+    waiters: Waiters<Pattern>,
 }
 
 impl LocalBroker {
@@ -169,7 +169,7 @@ impl LocalBroker {
             generation: 0,
             next_id: 1,
             follower: Follower::default(),
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
         })
     }
 
@@ -185,14 +185,9 @@ impl LocalBroker {
 
     /// Answers the waiting [`Confirm`](crate::broker::log::Confirm)s that are confirmed now.
     fn wake_waiters(&mut self) {
-        let waiters = std::mem::take(&mut self.waiters);
-        for (patterns, waiter) in waiters {
-            if self.confirmed(&patterns) {
-                let _ = waiter.send(());
-            } else if !waiter.is_closed() {
-                self.waiters.push((patterns, waiter));
-            }
-        }
+        let mut waiters = std::mem::take(&mut self.waiters);
+        waiters.wake(|patterns| self.confirmed(patterns));
+        self.waiters = waiters;
     }
 
     /// After a reconnect: replays the logged messages missed while the link was down, then tells
@@ -207,18 +202,8 @@ impl LocalBroker {
         let read = self.read_log(Some(after), ctx);
         ctx.spawn(wrap_future(read).map(|read, act: &mut Self, _ctx| {
             let wanted = Subscriptions::new(act.wanted.values());
-            let filled = act.follower.finish(read, &wanted);
-            log::info!(
-                "local broker replayed after reconnecting messages={} gap={}",
-                filled.messages.len(),
-                filled.gap
-            );
-            for message in filled.messages {
-                act.deliver.do_send(message);
-            }
-            if let Some(restored) = &act.restored {
-                restored.do_send(LinkRestored { gap: filled.gap });
-            }
+            let restored = act.restored.as_ref();
+            (act.follower).refill(read, &wanted, &act.deliver, restored, "local broker");
         }));
     }
 

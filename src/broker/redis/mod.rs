@@ -48,6 +48,7 @@ use redis::{AsyncConnectionConfig, Client, Msg, RedisError, RedisResult, Value};
 
 use super::log::{
     Confirm, Follower, HistorySettings, LogRead, Position, PublishLogged, ReadLog, Subscriptions,
+    Waiters,
 };
 use super::{
     backoff, detached, Announce, BrokerError, BrokerMessage, Directory, IsConnected, LinkLost,
@@ -180,7 +181,7 @@ pub struct RedisBroker {
     /// Keeps logged deliveries gapless across reconnects.
     follower: Follower,
     /// [`Confirm`]s waiting for their subscriptions to be applied.
-    waiters: Vec<(Vec<RedisSub>, tokio::sync::oneshot::Sender<()>)>,
+    waiters: Waiters<RedisSub>,
 }
 
 impl RedisBroker {
@@ -212,7 +213,7 @@ impl RedisBroker {
                 .enabled
                 .then(|| Arc::from(functions::library(&history))),
             follower: Follower::default(),
-            waiters: Vec::new(),
+            waiters: Waiters::default(),
         };
         Ok(Actor::start(broker))
     }
@@ -227,13 +228,9 @@ impl RedisBroker {
 
     /// Answers the waiting [`Confirm`]s that are confirmed now.
     fn wake_waiters(&mut self) {
-        for (subs, waiter) in std::mem::take(&mut self.waiters) {
-            if self.confirmed(&subs) {
-                let _ = waiter.send(());
-            } else if !waiter.is_closed() {
-                self.waiters.push((subs, waiter));
-            }
-        }
+        let mut waiters = std::mem::take(&mut self.waiters);
+        waiters.wake(|subs| self.confirmed(subs));
+        self.waiters = waiters;
     }
 
     /// After a reconnect: replays the logged messages missed while the link was down, then tells
@@ -253,18 +250,8 @@ impl RedisBroker {
         let read = self.read_log(Some(after), ctx);
         ctx.spawn(wrap_future(read).map(|read, act: &mut Self, _ctx| {
             let wanted = Subscriptions::new(act.wanted.values());
-            let filled = act.follower.finish(read, &wanted);
-            log::info!(
-                "redis replayed after reconnecting messages={} gap={}",
-                filled.messages.len(),
-                filled.gap
-            );
-            for message in filled.messages {
-                act.deliver.do_send(message);
-            }
-            if let Some(restored) = &act.restored {
-                restored.do_send(LinkRestored { gap: filled.gap });
-            }
+            let restored = act.restored.as_ref();
+            (act.follower).refill(read, &wanted, &act.deliver, restored, "redis");
         }));
     }
 
@@ -758,12 +745,8 @@ impl Handler<Confirm> for RedisBroker {
             return Box::pin(future::ready(false));
         }
         let subs: Vec<RedisSub> = patterns.iter().map(RedisSub::of).collect();
-        if self.confirmed(&subs) {
-            return Box::pin(future::ready(true));
-        }
-        let (waiter, confirmed) = tokio::sync::oneshot::channel();
-        self.waiters.push((subs, waiter));
-        Box::pin(async move { confirmed.await.is_ok() })
+        let confirmed = self.confirmed(&subs);
+        self.waiters.confirm(subs, confirmed)
     }
 }
 

@@ -151,12 +151,8 @@ impl Handler<Confirm> for LocalBroker {
         if !matches!(self.link, Link::Up(_)) {
             return Box::pin(futures_util::future::ready(false));
         }
-        if self.confirmed(&patterns) {
-            return Box::pin(futures_util::future::ready(true));
-        }
-        let (waiter, confirmed) = tokio::sync::oneshot::channel();
-        self.waiters.push((patterns, waiter));
-        Box::pin(async move { confirmed.await.is_ok() })
+        let confirmed = self.confirmed(&patterns);
+        self.waiters.confirm(patterns, confirmed)
     }
 }
 
