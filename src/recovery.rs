@@ -14,7 +14,7 @@ use actix::prelude::*;
 use tokio::sync::oneshot;
 
 use crate::broker::log::{LogRead, Position, ReadLog};
-use crate::broker::{Broker, BrokerError};
+use crate::broker::BrokerError;
 use crate::protocol::BackendMessage;
 use crate::router::Deliver;
 
@@ -47,16 +47,17 @@ type Waiter = (
 
 /// The actor; see the module docs.
 pub struct Recovery {
-    broker: Broker,
+    /// The broker's log reads.
+    read_log: Recipient<ReadLog>,
     waiting: Vec<Waiter>,
     /// Whether a read (or the gathering before it) is under way.
     busy: bool,
 }
 
 impl Recovery {
-    pub fn new(broker: Broker) -> Recovery {
+    pub fn new(read_log: Recipient<ReadLog>) -> Recovery {
         Recovery {
-            broker,
+            read_log,
             waiting: Vec::new(),
             busy: false,
         }
@@ -71,7 +72,7 @@ impl Recovery {
         // The oldest position of the epoch most of the batch is in (one read serves one epoch;
         // a position of another cannot be recovered whatever is read).
         let after = oldest(batch.iter().filter_map(|(after, _)| after.as_ref()));
-        let read = self.broker.read_log.send(ReadLog {
+        let read = self.read_log.send(ReadLog {
             after: after.clone(),
         });
         ctx.spawn(
@@ -183,6 +184,71 @@ mod tests {
             epoch: Arc::from(epoch),
             seq,
         }
+    }
+
+    /// A broker log that counts its reads and holds entries 1..=`head`.
+    struct CountingLog {
+        reads: std::rc::Rc<std::cell::Cell<usize>>,
+        head: u64,
+    }
+
+    impl Actor for CountingLog {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<ReadLog> for CountingLog {
+        type Result = Result<LogRead, BrokerError>;
+
+        fn handle(&mut self, msg: ReadLog, _ctx: &mut Context<Self>) -> Self::Result {
+            self.reads.set(self.reads.get() + 1);
+            let after = msg.after.map_or(self.head, |a| a.seq);
+            Ok(LogRead {
+                epoch: Arc::from("a"),
+                head: self.head,
+                entries: (after + 1..=self.head)
+                    .map(|seq| LogEntry {
+                        seq,
+                        channel: Arc::from("c"),
+                        payload: Bytes::from_static(b"{\"data\":1}"),
+                    })
+                    .collect(),
+                complete: true,
+            })
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_burst_of_sessions_costs_one_read_of_the_log() {
+        let reads = std::rc::Rc::new(std::cell::Cell::new(0));
+        let log = CountingLog {
+            reads: reads.clone(),
+            head: 50,
+        }
+        .start();
+        let recovery = Recovery::new(log.recipient()).start();
+        let asks: Vec<_> = (0..1000)
+            .map(|i| {
+                recovery.send(CatchUp {
+                    after: (i % 3 != 0).then(|| pos("a", 10 + (i % 40) as u64)),
+                })
+            })
+            .collect();
+        let answers = futures_util::future::join_all(asks).await;
+        assert_eq!(reads.get(), 1, "one read for the whole burst");
+        for answer in answers {
+            let answer = answer.unwrap().unwrap();
+            assert_eq!(answer.head, pos("a", 50));
+            // The shared read starts at the oldest position asked for (10).
+            assert_eq!(answer.entries.len(), 40);
+        }
+        // A later request is a read of its own.
+        let late = recovery
+            .send(CatchUp { after: None })
+            .await
+            .unwrap()
+            .unwrap();
+        assert!(!late.recovered);
+        assert_eq!(reads.get(), 2);
     }
 
     #[test]

@@ -282,22 +282,8 @@ impl RohrpostSession {
         if s.is_closed() {
             // A drain's close frame is out: an error about a message with an id goes where the
             // client resumes, like its outcome would.
-            if let (Some(id), Phase::Established(session), Some(forward)) =
-                (&error.id, &self.phase, self.logged())
-            {
-                let report = serde_json::json!({"topic": ERROR_TOPIC, "data": error.data()});
-                let publish = forward.send(PublishLogged {
-                    channel: Arc::from(session.direct.as_str()),
-                    payload: Bytes::from(report.to_string()),
-                });
-                let id = id.clone();
-                let pending = Pending::start();
-                actix_rt::spawn(async move {
-                    if !matches!(publish.await, Ok(Ok(_))) {
-                        info!("error about a closed session's message not forwarded id={id}");
-                    }
-                    drop(pending);
-                });
+            if let (Some(_), Phase::Established(session)) = (&error.id, &self.phase) {
+                self.forward_error(&session.direct, &error);
             }
             return;
         }
@@ -761,6 +747,19 @@ impl RohrpostSession {
         (self.settings().history).then(|| self.services.broker.publish_logged.clone())
     }
 
+    /// Sends `error` through the log to the session's `direct` topic (its connection is closing):
+    /// the client gets it where it resumes.
+    fn forward_error(&self, direct: &Pattern, error: &ClientError) {
+        let Some(forward) = self.logged() else { return };
+        let report = serde_json::json!({"topic": ERROR_TOPIC, "data": error.data()});
+        let direct: Arc<str> = Arc::from(direct.as_str());
+        let pending = Pending::start();
+        actix_rt::spawn(async move {
+            forward_report(&forward, direct, report).await;
+            drop(pending);
+        });
+    }
+
     fn outcome(&mut self, outcome: Outcome, s: &mut Ctx<'_>) {
         if matches!(self.phase, Phase::Closed) || s.is_closed() {
             // Closed meanwhile (a drain's close frame is out, though the session still takes
@@ -1046,13 +1045,19 @@ async fn forward_reports(forward: Option<Recipient<PublishLogged>>, outcome: Out
         reports.push(serde_json::json!({"topic": ERROR_TOPIC, "data": error.data()}));
     }
     for report in reports {
-        let publish = forward.send(PublishLogged {
-            channel: sent.direct.clone(),
-            payload: Bytes::from(report.to_string()),
-        });
-        if !matches!(publish.await, Ok(Ok(_))) {
-            info!("outcome of a closed session's message not forwarded id={id}");
-        }
+        forward_report(&forward, sent.direct.clone(), report).await;
+    }
+}
+
+/// Publishes one report for a client (`{"topic", "data"}`) through the log on its session's
+/// `direct` topic.
+async fn forward_report(forward: &Recipient<PublishLogged>, direct: Arc<str>, report: Value) {
+    let publish = forward.send(PublishLogged {
+        channel: direct,
+        payload: Bytes::from(report.to_string()),
+    });
+    if !matches!(publish.await, Ok(Ok(_))) {
+        info!("a report for a closed session's client was not forwarded report={report}");
     }
 }
 
@@ -1097,20 +1102,42 @@ impl SessionHandler for RohrpostSession {
 
     fn on_close(&mut self, cause: CloseCause) {
         match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Established(session) | Phase::Joining { session, .. } => {
-                self.services.router.do_send(Leave { key: self.key });
-                // Last save, refreshing the TTL: the client may resume within `sessions.ttl`.
-                // Not when another connection took the session over: the record is its now.
-                if !self.taken_over {
-                    self.services
-                        .broker
-                        .store
-                        .do_send(self.store_message(&session));
+            Phase::Joining {
+                session, pending, ..
+            } => {
+                // Closed before it was ready (a drain during a resume): what the client sent
+                // meanwhile was not sent on; it hears so where it resumes.
+                for message in pending {
+                    if let Some(id) = message_id(&message) {
+                        let e = ClientError::new(
+                            ErrorCode::BackendUnavailable,
+                            "message not sent: the session closed before it was ready; send it again",
+                        )
+                        .for_id(Some(&id));
+                        self.forward_error(&session.direct, &e);
+                    }
                 }
-                info!("session closed session={} cause={cause:?}", session.id);
+                self.closed(&session, cause);
             }
+            Phase::Established(session) => self.closed(&session, cause),
             _ => {}
         }
+    }
+}
+
+impl RohrpostSession {
+    /// The session ended: the router forgets it, and its record is stored a last time,
+    /// refreshing the TTL (the client may resume within `sessions.ttl`) — unless another
+    /// connection took the session over: the record is that one's now.
+    fn closed(&mut self, session: &Established, cause: CloseCause) {
+        self.services.router.do_send(Leave { key: self.key });
+        if !self.taken_over {
+            self.services
+                .broker
+                .store
+                .do_send(self.store_message(session));
+        }
+        info!("session closed session={} cause={cause:?}", session.id);
     }
 }
 

@@ -57,7 +57,7 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
         }
     };
     let router = ctx.run(Router::new(broker.clone(), progress_every(config)));
-    let recovery = Recovery::new(broker.clone()).start();
+    let recovery = Recovery::new(broker.read_log.clone()).start();
     wait_connected(&broker).await;
     let tokens = TokenKey::new(&shared_secret(config, &broker).await);
     let rules = Arc::new(config.http_topics.clone());
