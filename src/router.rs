@@ -28,7 +28,7 @@ use std::sync::Arc;
 use actix::prelude::*;
 use log::debug;
 
-use crate::broker::log::{Confirm, Position};
+use crate::broker::log::{Confirm, Position, HEAD_CHANNEL};
 use crate::broker::{Broker, BrokerMessage, LinkRestored, Subscribe, Unsubscribe};
 use crate::metrics::{self, DropReason, Path};
 use crate::protocol::{envelope_at, BackendMessage};
@@ -211,6 +211,11 @@ impl Actor for Router {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        // The log's head beacons tell this worker how far the log has gone, in order with what
+        // it receives, even when its sessions are on quiet topics.
+        if let Ok(head) = Pattern::parse(HEAD_CHANNEL, usize::MAX) {
+            self.broker.subscribe.do_send(Subscribe(head));
+        }
         ctx.run_interval(self.progress_every.interval, |act, _ctx| {
             if act.routed != act.shared {
                 act.share_progress();
@@ -487,10 +492,11 @@ mod tests {
         Pattern::parse(s, 256).unwrap()
     }
 
-    /// The subscription changes a fake broker saw, without the confirmations asked.
+    /// The subscription changes a fake broker saw for sessions: without the confirmations
+    /// asked and the router's own subscription to the head beacons.
     fn changes(log: &Rc<RefCell<Vec<String>>>) -> Vec<String> {
         (log.borrow().iter())
-            .filter(|l| !l.starts_with('?'))
+            .filter(|l| !l.starts_with('?') && !l.ends_with(HEAD_CHANNEL))
             .cloned()
             .collect()
     }

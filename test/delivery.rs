@@ -3,7 +3,8 @@
 //! logical client — across every reconnect and resume — at every seam where a message could
 //! vanish: right after the welcome, a staged restart, a killed worker, Redis restarted with and
 //! without its data, the network to Redis cut, HTTP answers in flight during a drain, client
-//! messages sent across a drain, and two connections on one session.
+//! messages sent across a drain, two connections on one session, and quiet sessions while the log
+//! runs far past its history.
 //!
 //! Pass means, for each client, every message it is owed arrived exactly once and in order, or
 //! the client saw a `recovered: false` right where the gap is (where the scenario allows a gap at

@@ -24,6 +24,19 @@ use tokio::sync::oneshot;
 use super::{BrokerError, BrokerMessage, LinkRestored};
 use crate::topics::Pattern;
 
+/// The channel of the log's head beacons: every [`beacon_every`]-th logged publish is followed,
+/// in the same atomic step, by a payload-less message on it carrying that publish's position.
+/// Every worker subscribes to it, so each learns how far the log has gone even when none of its
+/// sessions is on a busy topic, in order with what it receives: once the beacon of position p
+/// arrived, every logged message up to p that the worker's subscriptions match has too.
+pub const HEAD_CHANNEL: &str = "rohrpost.log.head";
+
+/// How many logged publishes a head beacon follows: often enough that a quiet session told its
+/// position from beacons stays well inside a history of `size` entries.
+pub fn beacon_every(size: usize) -> u64 {
+    (size as u64 / 4).clamp(1, 64)
+}
+
 /// Where a message stands in the log: its epoch and its sequence number (from 1).
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct Position {
@@ -376,6 +389,13 @@ mod tests {
             .iter()
             .map(|m| m.position.as_ref().unwrap().seq)
             .collect()
+    }
+
+    #[test]
+    fn beacons_come_often_enough_for_small_histories_and_rarely_for_big_ones() {
+        assert_eq!(beacon_every(1), 1);
+        assert_eq!(beacon_every(100), 25);
+        assert_eq!(beacon_every(10_000), 64);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
-use crate::broker::log::{LogEntry, LogRead, Position};
+use crate::broker::log::{beacon_every, LogEntry, LogRead, Position};
 
 struct Held {
     entry: LogEntry,
@@ -27,6 +27,7 @@ pub(super) struct PublicationLog {
     max_entries: usize,
     max_bytes: usize,
     ttl: Duration,
+    beacon_every: u64,
 }
 
 impl PublicationLog {
@@ -39,6 +40,7 @@ impl PublicationLog {
             max_entries: max_entries.max(1),
             max_bytes,
             ttl,
+            beacon_every: beacon_every(max_entries),
         }
     }
 
@@ -72,6 +74,11 @@ impl PublicationLog {
         if let Some(old) = self.entries.pop_front() {
             self.bytes -= old.entry.payload.len();
         }
+    }
+
+    /// Whether the publish at `position` is followed by a head beacon.
+    pub fn beacon_after(&self, position: &Position) -> bool {
+        position.seq % self.beacon_every == 0
     }
 
     /// Drops the entries older than the TTL; how many.

@@ -43,7 +43,7 @@ use super::history::PublicationLog;
 use super::sessions::SessionStore;
 use super::subscriptions::{ClientId, Subscriptions};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
-use crate::broker::log::{HistorySettings, Position};
+use crate::broker::log::{HistorySettings, Position, HEAD_CHANNEL};
 use crate::topics::Pattern;
 
 mod handle;
@@ -314,7 +314,11 @@ impl LocalBrokerServer {
     ) -> Result<(usize, Position), String> {
         let log = self.log.as_mut().ok_or("history is disabled")?;
         let position = log.append(channel, payload, Instant::now());
+        let beacon = log.beacon_after(&position);
         let delivered = self.publish(channel, payload, Some(&position));
+        if beacon {
+            self.publish(HEAD_CHANNEL, &Bytes::from_static(b"{}"), Some(&position));
+        }
         Ok((delivered, position))
     }
 

@@ -6,7 +6,8 @@
 //!   JSON object. It takes the next sequence number (`rohrpost:log:seq`), appends the entry to the
 //!   stream `rohrpost:log` (id `0-<seq>`, at most `history.size` entries, older than
 //!   `history.ttl` dropped a few per publish), and publishes the payload on the channel with
-//!   `"rohrpostPos": "<epoch>:<seq>"` spliced in as its first member. Answers the position.
+//!   `"rohrpostPos": "<epoch>:<seq>"` spliced in as its first member; every few publishes a
+//!   payload-less head beacon follows on `rohrpost.log.head`. Answers the position.
 //! - `FCALL rohrpost_read 0 <epoch> <after>`: the epoch, the head, whether the entries after
 //!   `after` (all entries, for another epoch; none, for an empty epoch) are complete, and those
 //!   entries flattened as seq, channel, payload.
@@ -18,7 +19,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::broker::log::{HistorySettings, LogEntry, LogRead, Position};
+use crate::broker::log::{
+    beacon_every, HistorySettings, LogEntry, LogRead, Position, HEAD_CHANNEL,
+};
 use crate::broker::BrokerError;
 
 /// The member a logged publish carries its position in, first in the object.
@@ -30,12 +33,14 @@ pub(super) fn library(history: &HistorySettings) -> String {
     LIBRARY
         .replace("@SIZE@", &history.size.max(1).to_string())
         .replace("@TTL_MS@", &ttl_ms.to_string())
+        .replace("@BEACON@", &beacon_every(history.size).to_string())
+        .replace("@HEAD@", HEAD_CHANNEL)
 }
 
 const LIBRARY: &str = r#"#!lua name=rohrpost
 -- Rohrpost's publication log; loaded by every Rohrpost process (see its README).
 local LOG, SEQ, EPOCH = 'rohrpost:log', 'rohrpost:log:seq', 'rohrpost:log:epoch'
-local SIZE, TTL_MS = @SIZE@, @TTL_MS@
+local SIZE, TTL_MS, BEACON, HEAD = @SIZE@, @TTL_MS@, @BEACON@, '@HEAD@'
 
 local function epoch()
   local e = redis.call('GET', EPOCH)
@@ -85,6 +90,9 @@ local function publish(keys, args)
     stamped = '{"rohrpostPos":"' .. pos .. '",' .. body
   end
   redis.call('PUBLISH', channel, stamped)
+  if seq % BEACON == 0 then
+    redis.call('PUBLISH', HEAD, '{"rohrpostPos":"' .. pos .. '"}')
+  end
   return pos
 end
 
@@ -176,7 +184,9 @@ mod tests {
             ttl: std::time::Duration::from_secs(3),
         };
         let code = library(&history);
-        assert!(code.contains("local SIZE, TTL_MS = 42, 3000"));
+        assert!(
+            code.contains("local SIZE, TTL_MS, BEACON, HEAD = 42, 3000, 10, 'rohrpost.log.head'")
+        );
         assert!(!code.contains('@'));
     }
 }
