@@ -78,7 +78,7 @@ impl PublicationLog {
 
     /// Whether the publish at `position` is followed by a head beacon.
     pub fn beacon_after(&self, position: &Position) -> bool {
-        position.seq % self.beacon_every == 0
+        position.seq.is_multiple_of(self.beacon_every)
     }
 
     /// Drops the entries older than the TTL; how many.
