@@ -174,9 +174,13 @@ pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
         Ok(v) => v,
         Err(_) if legacy => {
             let id: String = message.chars().filter(|&c| c != '.').collect();
+            // `*` would make the session's direct topic a wildcard: it would receive every
+            // other session's direct messages.
             let valid = !id.is_empty()
                 && id.len() <= 128
-                && id.chars().all(|c| c.is_ascii_graphic() && c != '"');
+                && id
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '*');
             return if valid {
                 Ok(Hello::Legacy(id))
             } else {
@@ -371,6 +375,13 @@ mod tests {
             parse_hello("abc.def", true),
             Ok(Hello::Legacy("abcdef".into()))
         );
+        for wildcard in ["*", "a*", "*.x", "ab*cd"] {
+            assert_eq!(
+                parse_hello(wildcard, true).unwrap_err().code,
+                ErrorCode::HandshakeRequired,
+                "{wildcard:?}"
+            );
+        }
     }
 
     #[test]

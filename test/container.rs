@@ -225,6 +225,10 @@ fn image_steps_run_by_hand_serve_and_drain() {
     for asset in ["/js/sockjs.min.js", "/js/rohrpost.js"] {
         assert_eq!(get(&format!("{base}{asset}")).0, 200, "{asset} served");
     }
+    // The static directory is never left: a symlink in it that points outside is not followed.
+    std::os::unix::fs::symlink("/etc", workdir.join("static/etcdir")).unwrap();
+    let (code, body) = get(&format!("{base}/etcdir/passwd"));
+    assert_eq!(code, 404, "a file outside static/ was served: {body:.80}");
     let (code, url) = get(&format!("{base}/connect"));
     assert_eq!(code, 200);
     assert!(url.starts_with("http://localhost:"), "{url}");

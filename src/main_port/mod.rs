@@ -65,7 +65,20 @@ pub fn configure(config: &Config, cfg: &mut web::ServiceConfig) {
         .route("/api/publish", web::post().to(api::publish))
         .route("/api/sessions/{id}", web::post().to(api::to_session));
     if let Some(dir) = &config.http.static_dir {
-        cfg.service(actix_files::Files::new("/", dir).index_file("index.html"));
+        // Never leave the directory: a symlink inside it that points outside is not followed.
+        let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        let inside = move |path: &std::path::Path, _: &actix_web::dev::RequestHead| {
+            match std::fs::canonicalize(root.join(path)) {
+                Ok(real) => real.starts_with(&root),
+                // Missing: let the file service answer 404.
+                Err(_) => true,
+            }
+        };
+        cfg.service(
+            actix_files::Files::new("/", dir)
+                .index_file("index.html")
+                .path_filter(inside),
+        );
     }
 }
 

@@ -51,14 +51,20 @@ pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder) {
 /// Whether the page that sent `req` may use the endpoint (`http.allowed_origins`; see
 /// [`SockjsOptions::allowed_origins`]). Requests without an `Origin` are not from a
 /// cross-origin page (browsers send it on every websocket upgrade and cross-origin request) and
-/// pass; `null` (sandboxed frames, `file://`) does not pass a list.
+/// pass; `null` (sandboxed frames, `file://`) does not pass a list, nor does a request with two
+/// `Origin` headers.
 pub fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
     if allowed.is_empty() {
         return true;
     }
-    let Some(origin) = req.headers().get(header::ORIGIN) else {
+    let mut origins = req.headers().get_all(header::ORIGIN);
+    let Some(origin) = origins.next() else {
         return true;
     };
+    if origins.next().is_some() {
+        // No browser sends two; which one a cache or proxy looked at is anyone's guess.
+        return false;
+    }
     let Ok(origin) = origin.to_str() else {
         return false;
     };

@@ -17,6 +17,7 @@ for_both_brokers!(
     hello_in_time_is_not_closed_by_handshake_timeout,
     legacy_handshake_accepts_bare_session_id,
     legacy_mode_still_accepts_hello,
+    legacy_wildcard_ids_are_refused_and_reach_no_other_session,
 );
 
 async fn welcome_gives_fresh_session_with_default_whitelist(kind: BrokerKind) {
@@ -136,4 +137,35 @@ async fn legacy_mode_still_accepts_hello(kind: BrokerKind) {
     let worker = Worker::start(&config).await;
     let (_client, welcome) = worker.session().await;
     assert!(!welcome.resumed);
+}
+
+/// A 0.x client naming its session `*` (or any id with `*`) would have made its direct topic a
+/// wildcard and received every other session's direct messages: such ids are refused, and a
+/// modern session's direct message reaches only that session.
+async fn legacy_wildcard_ids_are_refused_and_reach_no_other_session(kind: BrokerKind) {
+    let broker = TestBroker::start(kind).await;
+    let config = WorkerConfig {
+        legacy_handshake: true,
+        ..WorkerConfig::on(&broker)
+    };
+    let worker = Worker::start(&config).await;
+    let mut wildcard = worker.connect().await;
+    wildcard.send_text("*").await;
+    wildcard.expect_error("handshake_required").await;
+    let mut partial = worker.connect().await;
+    partial.send_text("abc*").await;
+    partial.expect_error("handshake_required").await;
+
+    let (mut modern, welcome) = worker.session().await;
+    let mut backend = broker.connect().await;
+    let direct = welcome.direct_topic();
+    settle(&mut backend, &mut modern, &direct).await;
+    backend
+        .publish(&direct, &json!({"data": "for the modern session only"}))
+        .await;
+    modern
+        .expect(&direct, json!("for the modern session only"))
+        .await;
+    wildcard.expect_quiet(Duration::from_millis(300)).await;
+    partial.expect_quiet(Duration::from_millis(300)).await;
 }

@@ -140,6 +140,16 @@ async fn pages_from_other_origins_are_refused(kind: BrokerKind) {
     assert_eq!(code, 200);
     let (code, _, _) = status(None).await;
     assert_eq!(code, 200);
+    // Two Origin headers (no browser sends them): refused, whichever comes first.
+    let mut res = http()
+        .get(&info)
+        .append_header(("Origin", "https://chat.example.com"))
+        .append_header(("Origin", "https://evil.example"))
+        .send()
+        .await
+        .expect("/info answers");
+    assert_eq!(res.status().as_u16(), 403, "two Origin headers");
+    let _ = res.body().await;
 
     // The websocket upgrade: cross-site websocket hijacking is refused before the upgrade.
     let refused = http()
