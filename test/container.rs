@@ -8,6 +8,10 @@
 //! sockjs-client are served, `/connect` hands out a worker, and `STOPSIGNAL` (SIGTERM) drains and
 //! exits 0.
 
+#[path = "supervisor/ports.rs"]
+#[allow(dead_code)]
+mod ports;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -101,18 +105,9 @@ fn copy_tree(from: &Path, to: &Path) {
     }
 }
 
+/// A main port with two free ports after it, below the ephemeral range (see `ports`).
 fn free_block() -> u16 {
-    for _ in 0..50 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base < 60000
-            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free block of ports");
+    ports::PortBlock::find(2).main
 }
 
 fn get(url: &str) -> (u16, String) {

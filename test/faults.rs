@@ -32,6 +32,10 @@ mod client;
 #[allow(dead_code)]
 mod worker;
 
+#[path = "supervisor/ports.rs"]
+#[allow(dead_code)]
+mod ports;
+
 #[path = "faults/process.rs"]
 #[allow(dead_code)]
 mod process;

@@ -4,6 +4,9 @@
 
 #[allow(unused_imports)]
 mod common;
+#[path = "supervisor/ports.rs"]
+#[allow(dead_code)]
+mod ports;
 
 #[path = "messaging/broker.rs"]
 #[allow(dead_code)]
@@ -56,19 +59,9 @@ fn alive(pid: u32) -> bool {
             .contains(") Z ")
 }
 
-/// A main port with two free ports after it.
+/// A main port with two free ports after it, below the ephemeral range (see `ports`).
 fn free_block() -> u16 {
-    for _ in 0..50 {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let base = l.local_addr().unwrap().port();
-        drop(l);
-        if base < 60000
-            && (1..3).all(|i| std::net::TcpListener::bind(("127.0.0.1", base + i)).is_ok())
-        {
-            return base;
-        }
-    }
-    panic!("no free block of ports");
+    ports::PortBlock::find(2).main
 }
 
 impl Supervisor {

@@ -4,7 +4,6 @@
 
 use std::cell::RefCell;
 use std::collections::HashSet;
-use std::net::TcpListener;
 use std::process::Child;
 use std::time::{Duration, Instant};
 
@@ -51,21 +50,9 @@ impl Drop for Supervisor {
     }
 }
 
-/// A free port with `count` free ports after it.
+/// A free port with `count` free ports after it, below the ephemeral range (see `ports`).
 fn free_block(count: u16) -> u16 {
-    for _ in 0..50 {
-        let Ok(listener) = TcpListener::bind("127.0.0.1:0") else {
-            continue;
-        };
-        let Ok(base) = listener.local_addr().map(|a| a.port()) else {
-            continue;
-        };
-        drop(listener);
-        if base < 60000 && (1..=count).all(|i| TcpListener::bind(("127.0.0.1", base + i)).is_ok()) {
-            return base;
-        }
-    }
-    panic!("no block of {} free ports", count + 1);
+    crate::ports::PortBlock::find(count).main
 }
 
 impl Supervisor {
