@@ -139,7 +139,9 @@ impl Client {
     }
 
     /// The next text message or close, if one comes within `within`. Pings and pongs are
-    /// skipped.
+    /// skipped, and so are plain position notices (`rohrpost.pos` without `recovered: false`:
+    /// the server tells every quiet session now and then how far it is caught up, like a
+    /// heartbeat).
     pub async fn next_event(&mut self, within: Duration) -> Option<Event> {
         let deadline = tokio::time::Instant::now() + within;
         loop {
@@ -148,7 +150,11 @@ impl Client {
                 .ok()?;
             return Some(match next {
                 Some(Ok(Frame::Text(text))) => {
-                    Event::Text(String::from_utf8(text.to_vec()).expect("text frame is UTF-8"))
+                    let text = String::from_utf8(text.to_vec()).expect("text frame is UTF-8");
+                    if is_progress_notice(&text) {
+                        continue;
+                    }
+                    Event::Text(text)
                 }
                 Some(Ok(Frame::Ping(_) | Frame::Pong(_))) => continue,
                 Some(Ok(Frame::Close(reason))) => Event::Closed(reason),
@@ -231,4 +237,12 @@ impl Client {
     pub async fn close(mut self) {
         let _ = actix_rt::time::timeout(WAIT, self.ws.send(Message::Close(None))).await;
     }
+}
+
+/// Whether `text` is a plain position notice: `rohrpost.pos` saying nothing was lost.
+pub fn is_progress_notice(text: &str) -> bool {
+    let Ok(value) = serde_json::from_str::<Value>(text) else {
+        return false;
+    };
+    value["topic"] == "rohrpost.pos" && value["data"]["recovered"] != false
 }

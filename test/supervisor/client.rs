@@ -184,13 +184,25 @@ impl Client {
     /// The next message or close, if one comes within `within`. A close frame is answered, which
     /// completes the closing handshake the server waits for.
     pub async fn next_event(&mut self, within: Duration) -> Option<Event> {
-        Some(match self.next_envelope(within).await? {
-            Received::Envelope(envelope) => Event::Message {
-                topic: envelope["topic"].as_str().unwrap_or_default().to_owned(),
-                data: envelope["data"].clone(),
-            },
-            Received::Closed(close) => Event::Closed(close.map(|(code, _)| code)),
-        })
+        let deadline = tokio::time::Instant::now() + within;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            return Some(match self.next_envelope(left).await? {
+                // The server tells quiet sessions now and then how far they are caught up, like
+                // a heartbeat; only `recovered: false` says something happened.
+                Received::Envelope(envelope)
+                    if envelope["topic"] == "rohrpost.pos"
+                        && envelope["data"]["recovered"] != false =>
+                {
+                    continue
+                }
+                Received::Envelope(envelope) => Event::Message {
+                    topic: envelope["topic"].as_str().unwrap_or_default().to_owned(),
+                    data: envelope["data"].clone(),
+                },
+                Received::Closed(close) => Event::Closed(close.map(|(code, _)| code)),
+            });
+        }
     }
 
     /// [`Client::next_event`], with the whole envelope and the close's reason.
