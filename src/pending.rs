@@ -1,6 +1,6 @@
 //! Work a worker must finish before it exits: client messages and backend answers on their way
-//! to the broker. Each holds a [`Pending`] guard while it is under way; a draining worker waits
-//! (up to `workers.drain_timeout`) until [`count`] is zero.
+//! to the broker. Each holds a [`Pending`] guard while it is under way ([`spawn`] runs a task
+//! holding one); a draining worker waits (up to `workers.drain_timeout`) until [`count`] is zero.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -20,6 +20,15 @@ impl Drop for Pending {
     fn drop(&mut self) {
         UNDER_WAY.fetch_sub(1, Ordering::Relaxed);
     }
+}
+
+/// Runs `work` as a task of its own, counted as under way from now until it is done.
+pub fn spawn(work: impl std::future::Future<Output = ()> + 'static) {
+    let guard = Pending::start();
+    actix_rt::spawn(async move {
+        work.await;
+        drop(guard);
+    });
 }
 
 /// How many pieces of work are under way.

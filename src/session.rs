@@ -27,7 +27,7 @@ use crate::broker::{
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
 use crate::metrics::{self, DropReason, Path};
-use crate::pending::Pending;
+use crate::pending;
 use crate::protocol::{
     ack, envelope, parse_envelope, parse_hello, BackendMessage, ClientError, ClientPayload,
     ErrorCode, Hello, ACK_TOPIC, DIRECT_PREFIX, ERROR_TOPIC, POSITION_TOPIC, WELCOME_TOPIC,
@@ -183,7 +183,8 @@ impl Established {
         Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
     }
 
-    /// Holds `delivery` back (a grant is being confirmed); false if too many are held.
+    /// Holds `delivery` back (the session is starting, or a grant is being confirmed); past
+    /// [`MAX_HELD`] it is dropped and the client will be told messages may be missing.
     fn hold(&mut self, delivery: Deliver) {
         let held = self.held.get_or_insert_with(VecDeque::new);
         if held.len() < MAX_HELD {
@@ -201,6 +202,17 @@ struct Start {
     legacy: bool,
     /// On a resume: the position the client asked to recover from (unparsable: `Err`).
     since: Option<Result<Position, ()>>,
+}
+
+impl Start {
+    /// A new session.
+    fn fresh() -> Start {
+        Start {
+            resumed: false,
+            legacy: false,
+            since: None,
+        }
+    }
 }
 
 enum Phase {
@@ -295,13 +307,8 @@ impl RohrpostSession {
             Ok(hello) => hello,
             Err(e) => return self.error(e, s),
         };
-        let fresh = Start {
-            resumed: false,
-            legacy: false,
-            since: None,
-        };
         match hello {
-            Hello::New => self.join(&new_session_id(), None, fresh, s),
+            Hello::New => self.join(&new_session_id(), None, Start::fresh(), s),
             Hello::Resume { token, since } => match self.settings().tokens.verify(&token) {
                 Some(id) => {
                     let since = since.map(|p| Position::parse(&p).ok_or(()));
@@ -309,7 +316,7 @@ impl RohrpostSession {
                 }
                 None => {
                     debug!("resume token refused sockjs={}", s.id());
-                    self.join(&new_session_id(), None, fresh, s)
+                    self.join(&new_session_id(), None, Start::fresh(), s)
                 }
             },
             Hello::Legacy(id) => self.load(id, true, None, s),
@@ -356,12 +363,7 @@ impl RohrpostSession {
                             h.join(&id, record, start, s);
                         } else {
                             // Expired or unknown: a new session, never the old id without its record.
-                            let fresh = Start {
-                                resumed: false,
-                                legacy: false,
-                                since: None,
-                            };
-                            h.join(&new_session_id(), None, fresh, s);
+                            h.join(&new_session_id(), None, Start::fresh(), s);
                         }
                     })
                 },
@@ -553,6 +555,20 @@ impl RohrpostSession {
         s.send(&envelope(POSITION_TOPIC, &notice));
     }
 
+    /// The session ended: the router forgets it, and its record is stored a last time,
+    /// refreshing the TTL (the client may resume within `sessions.ttl`) — unless another
+    /// connection took the session over: the record is that one's now.
+    fn closed(&mut self, session: &Established, cause: CloseCause) {
+        self.services.router.do_send(Leave { key: self.key });
+        if !self.taken_over {
+            self.services
+                .broker
+                .store
+                .do_send(self.store_message(session));
+        }
+        info!("session closed session={} cause={cause:?}", session.id);
+    }
+
     fn store_message(&self, session: &Established) -> StoreSession {
         StoreSession {
             id: session.id.clone(),
@@ -679,8 +695,7 @@ impl RohrpostSession {
         });
         let session = s.context().address();
         let forward = self.logged();
-        let pending = Pending::start();
-        actix_rt::spawn(async move {
+        pending::spawn(async move {
             let result = match publish.await {
                 Ok(Ok(())) => {
                     metrics::client_message_out(Path::Broker);
@@ -693,7 +708,6 @@ impl RohrpostSession {
                 metrics::backend_error();
             }
             report(&session, forward, Outcome::Published { sent, result });
-            drop(pending);
         });
     }
 
@@ -711,8 +725,7 @@ impl RohrpostSession {
         let logged = self.logged();
         let forward = logged.clone();
         let started = std::time::Instant::now();
-        let pending = Pending::start();
-        actix_rt::spawn(async move {
+        pending::spawn(async move {
             let result = call.await;
             metrics::http_latency(started.elapsed());
             let answer = match (result, logged) {
@@ -738,7 +751,6 @@ impl RohrpostSession {
                 (result, _) => HttpOutcome::Answer(result),
             };
             report(&session, forward, Outcome::Http { sent, answer });
-            drop(pending);
         });
     }
 
@@ -753,11 +765,7 @@ impl RohrpostSession {
         let Some(forward) = self.logged() else { return };
         let report = serde_json::json!({"topic": ERROR_TOPIC, "data": error.data()});
         let direct: Arc<str> = Arc::from(direct.as_str());
-        let pending = Pending::start();
-        actix_rt::spawn(async move {
-            forward_report(&forward, direct, report).await;
-            drop(pending);
-        });
+        pending::spawn(async move { forward_report(&forward, direct, report).await });
     }
 
     fn outcome(&mut self, outcome: Outcome, s: &mut Ctx<'_>) {
@@ -765,27 +773,35 @@ impl RohrpostSession {
             // Closed meanwhile (a drain's close frame is out, though the session still takes
             // what its client sends until the client answers it): the client hears of it where
             // it resumes.
-            let forward = self.logged();
-            let pending = Pending::start();
-            actix_rt::spawn(async move {
-                forward_reports(forward, outcome).await;
-                drop(pending);
-            });
+            pending::spawn(forward_reports(self.logged(), outcome));
             return;
         }
+        // Failed publishes were counted where they failed; HTTP outcomes are counted here.
+        let http = matches!(outcome, Outcome::Http { .. });
         let (sent, error) = match outcome {
-            Outcome::Published { sent, result } => match result {
-                Ok(()) => return self.acked(&sent, s),
-                Err(e) => (sent, publish_error(&e)),
-            },
-            Outcome::Http { sent, answer } => match self.http_outcome(&sent, answer, s) {
-                Some(error) => (sent, error),
-                None => return,
-            },
+            Outcome::Http {
+                sent,
+                answer: HttpOutcome::Answer(result),
+            } => {
+                let error = self.http_answer(&sent, result, s);
+                (sent, error)
+            }
+            told => {
+                let (ack, error) = told.verdict();
+                let sent = told.into_sent();
+                if ack {
+                    self.acked(&sent, s);
+                }
+                (sent, error)
+            }
         };
-        metrics::backend_error();
-        let error = error.about(sent.topic.as_str()).for_id(sent.id.as_deref());
-        self.error(error, s);
+        if let Some(error) = error {
+            if http {
+                metrics::backend_error();
+            }
+            let error = error.about(sent.topic.as_str()).for_id(sent.id.as_deref());
+            self.error(error, s);
+        }
     }
 
     /// Acknowledges `sent` if it carried an id.
@@ -795,28 +811,14 @@ impl RohrpostSession {
         }
     }
 
-    /// What the HTTP call of `sent` came to; the error for the client, if any.
-    fn http_outcome(
+    /// An HTTP answer (or failure) that did not go through the log: applied here, like a
+    /// message on the direct topic; the error for the client, if any.
+    fn http_answer(
         &mut self,
         sent: &Sent,
-        answer: HttpOutcome,
+        result: Result<HttpResult, actix::MailboxError>,
         s: &mut Ctx<'_>,
     ) -> Option<ClientError> {
-        let result = match answer {
-            HttpOutcome::Logged => {
-                self.acked(sent, s);
-                return None;
-            }
-            HttpOutcome::Uncertain(reason) => {
-                // The backend took the message; its answer may or may not reach the client.
-                self.acked(sent, s);
-                return Some(ClientError::new(
-                    ErrorCode::BackendUncertain,
-                    format!("the backend answered, but its answer may not reach you: {reason}"),
-                ));
-            }
-            HttpOutcome::Answer(result) => result,
-        };
         match result {
             Ok(Ok(answer)) => {
                 metrics::client_message_out(Path::Http);
@@ -1018,23 +1020,8 @@ fn report(
 /// already; without history there is no way to reach a closed session).
 async fn forward_reports(forward: Option<Recipient<PublishLogged>>, outcome: Outcome) {
     let Some(forward) = forward else { return };
-    let (sent, ack, error) = match &outcome {
-        Outcome::Published { sent, result } => match result {
-            Ok(()) => (sent, true, None),
-            Err(e) => (sent, false, Some(publish_error(e))),
-        },
-        Outcome::Http { sent, answer } => match answer {
-            HttpOutcome::Logged => (sent, true, None),
-            HttpOutcome::Uncertain(reason) => {
-                let e = ClientError::new(
-                    ErrorCode::BackendUncertain,
-                    format!("the backend answered, but its answer may not reach you: {reason}"),
-                );
-                (sent, true, Some(e))
-            }
-            HttpOutcome::Answer(_) => return,
-        },
-    };
+    let (ack, error) = outcome.verdict();
+    let sent = outcome.into_sent();
     let Some(id) = &sent.id else { return };
     let mut reports = Vec::new();
     if ack {
@@ -1125,22 +1112,6 @@ impl SessionHandler for RohrpostSession {
     }
 }
 
-impl RohrpostSession {
-    /// The session ended: the router forgets it, and its record is stored a last time,
-    /// refreshing the TTL (the client may resume within `sessions.ttl`) — unless another
-    /// connection took the session over: the record is that one's now.
-    fn closed(&mut self, session: &Established, cause: CloseCause) {
-        self.services.router.do_send(Leave { key: self.key });
-        if !self.taken_over {
-            self.services
-                .broker
-                .store
-                .do_send(self.store_message(session));
-        }
-        info!("session closed session={} cause={cause:?}", session.id);
-    }
-}
-
 /// A client message on its way to a backend.
 struct Sent {
     topic: Topic,
@@ -1175,6 +1146,36 @@ enum Outcome {
     },
 }
 
+impl Outcome {
+    /// What the client is told of it, session or not: whether the message is acknowledged, and
+    /// the error about it. An HTTP answer that did not go through the log is the session's to
+    /// apply ([`RohrpostSession::http_answer`]): nothing here.
+    fn verdict(&self) -> (bool, Option<ClientError>) {
+        match self {
+            Outcome::Published { result: Ok(()), .. } => (true, None),
+            Outcome::Published { result: Err(e), .. } => (false, Some(publish_error(e))),
+            Outcome::Http { answer, .. } => match answer {
+                HttpOutcome::Logged => (true, None),
+                // The backend took the message; its answer may or may not reach the client.
+                HttpOutcome::Uncertain(reason) => (
+                    true,
+                    Some(ClientError::new(
+                        ErrorCode::BackendUncertain,
+                        format!("the backend answered, but its answer may not reach you: {reason}"),
+                    )),
+                ),
+                HttpOutcome::Answer(_) => (false, None),
+            },
+        }
+    }
+
+    fn into_sent(self) -> Sent {
+        match self {
+            Outcome::Published { sent, .. } | Outcome::Http { sent, .. } => sent,
+        }
+    }
+}
+
 /// An [`Outcome`] on its way to its session. If the session never handles it (it stopped
 /// before: a drain closed it while the message was on its way, and its mailbox went with it),
 /// dropping it forwards what the client must hear through the log to the session's direct
@@ -1190,12 +1191,7 @@ struct Reported {
 impl Drop for Reported {
     fn drop(&mut self) {
         if let Some(outcome) = self.outcome.take() {
-            let forward = self.forward.take();
-            let pending = Pending::start();
-            actix_rt::spawn(async move {
-                forward_reports(forward, outcome).await;
-                drop(pending);
-            });
+            pending::spawn(forward_reports(self.forward.take(), outcome));
         }
     }
 }

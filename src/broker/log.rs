@@ -163,6 +163,8 @@ impl HistorySettings {
 /// Keeps one worker's logged deliveries gapless across lost connections; see the module docs.
 #[derive(Default)]
 pub(crate) struct Follower {
+    /// Whether the broker can read its log (`false`: history disabled; nothing is ever filled).
+    disabled: bool,
     /// The newest logged position handed on.
     seen: Option<Position>,
     /// While a gap fill runs: the live messages that arrived meanwhile, in order.
@@ -180,6 +182,27 @@ pub(crate) struct Filled {
 }
 
 impl Follower {
+    /// The follower of a broker whose log can be read (`history` on), or not.
+    pub fn new(history: bool) -> Follower {
+        Follower {
+            disabled: !history,
+            ..Follower::default()
+        }
+    }
+
+    /// A new connection is up after a lost one: the position to read the log after (live
+    /// messages are held from now until [`Follower::refill`]), or `None` when there is nothing
+    /// to fill — then `restored` is told at once that the link is back, with no gap.
+    pub fn reconnected(&mut self, restored: Option<&Recipient<LinkRestored>>) -> Option<Position> {
+        let after = if self.disabled { None } else { self.begin() };
+        if after.is_none() {
+            if let Some(restored) = restored {
+                restored.do_send(LinkRestored { gap: false });
+            }
+        }
+        after
+    }
+
     /// A live message: handed on (`Some`), held back during a gap fill, or dropped as replayed.
     pub fn live(&mut self, message: BrokerMessage) -> Option<BrokerMessage> {
         if let Some(held) = &mut self.held {

@@ -91,7 +91,7 @@ async fn start_embedded_broker(config: &Config) -> anyhow::Result<LocalBrokerSer
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))?;
     }
     let limits = ServerLimits {
-        history: Some(HistorySettings::of(&config.history)),
+        history: HistorySettings::of(&config.history),
         ..ServerLimits::default()
     };
     let handle = LocalBrokerServer::bind_with(socket, limits)

@@ -168,7 +168,8 @@ impl LocalBroker {
             },
             generation: 0,
             next_id: 1,
-            follower: Follower::default(),
+            // Whether the server keeps a log is the server's; a worker reads it when it can.
+            follower: Follower::new(true),
             waiters: Waiters::default(),
         })
     }
@@ -193,10 +194,7 @@ impl LocalBroker {
     /// After a reconnect: replays the logged messages missed while the link was down, then tells
     /// the watcher the link is back (and whether a gap remains).
     fn fill_gap(&mut self, ctx: &mut Context<Self>) {
-        let Some(after) = self.follower.begin() else {
-            if let Some(restored) = &self.restored {
-                restored.do_send(LinkRestored { gap: false });
-            }
+        let Some(after) = self.follower.reconnected(self.restored.as_ref()) else {
             return;
         };
         let read = self.read_log(Some(after), ctx);

@@ -67,8 +67,9 @@ pub struct ServerLimits {
     pub session_records: usize,
     /// Bytes of session records held; storing past it is refused.
     pub session_bytes: usize,
-    /// The publication log's entries and age (`history`); `None` refuses logged publishes.
-    pub history: Option<HistorySettings>,
+    /// The publication log's entries and age (`history`); disabled, logged publishes are
+    /// refused.
+    pub history: HistorySettings,
     /// Bytes of payload the log holds at most (the oldest entries go first).
     pub history_bytes: usize,
 }
@@ -81,11 +82,11 @@ impl Default for ServerLimits {
             subscriptions_per_client: 1 << 20,
             session_records: 1 << 20,
             session_bytes: 1 << 30,
-            history: Some(HistorySettings {
+            history: HistorySettings {
                 enabled: true,
                 size: 10_000,
                 ttl: Duration::from_secs(300),
-            }),
+            },
             history_bytes: 256 << 20,
         }
     }
@@ -175,9 +176,10 @@ impl LocalBrokerServer {
             subscriptions: Subscriptions::default(),
             sessions: SessionStore::new(limits.session_records, limits.session_bytes),
             secret: None,
-            log: (limits.history)
-                .filter(|h| h.enabled)
-                .map(|h| PublicationLog::new(h.size, h.ttl, limits.history_bytes)),
+            log: (limits.history.enabled).then(|| {
+                let h = limits.history;
+                PublicationLog::new(h.size, h.ttl, limits.history_bytes)
+            }),
             limits,
         }
         .start();

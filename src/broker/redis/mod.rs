@@ -212,7 +212,7 @@ impl RedisBroker {
             library: history
                 .enabled
                 .then(|| Arc::from(functions::library(&history))),
-            follower: Follower::default(),
+            follower: Follower::new(history.enabled),
             waiters: Waiters::default(),
         };
         Ok(Actor::start(broker))
@@ -236,15 +236,7 @@ impl RedisBroker {
     /// After a reconnect: replays the logged messages missed while the link was down, then tells
     /// the watcher the link is back (and whether a gap remains).
     fn fill_gap(&mut self, ctx: &mut Context<Self>) {
-        let after = if self.library.is_some() {
-            self.follower.begin()
-        } else {
-            None
-        };
-        let Some(after) = after else {
-            if let Some(restored) = &self.restored {
-                restored.do_send(LinkRestored { gap: false });
-            }
+        let Some(after) = self.follower.reconnected(self.restored.as_ref()) else {
             return;
         };
         let read = self.read_log(Some(after), ctx);
