@@ -28,6 +28,7 @@ pub mod pending;
 pub mod protocol;
 pub mod rate_limit;
 pub mod recovery;
+pub mod request_body;
 pub mod resume;
 pub mod router;
 pub mod session;

@@ -93,6 +93,9 @@ pub struct HttpConfig {
     pub allowed_origins: Vec<String>,
     /// How long a client may take to send a request's headers (slowloris).
     pub header_timeout: Duration,
+    /// How long a client may take to send a request's body, once its headers are in: a body
+    /// dribbled slowly holds a connection no longer.
+    pub body_timeout: Duration,
 }
 
 /// `[workers]`: how many worker processes and threads per worker.
@@ -235,6 +238,7 @@ impl Config {
                 max_in_flight: self.http.max_in_flight as i64,
                 allowed_origins: self.http.allowed_origins.clone(),
                 header_timeout: format_duration(self.http.header_timeout),
+                body_timeout: format_duration(self.http.body_timeout),
                 static_dir: self
                     .http
                     .static_dir

@@ -67,6 +67,7 @@ pub struct RawHttp {
     pub max_in_flight: i64,
     pub allowed_origins: Vec<String>,
     pub header_timeout: String,
+    pub body_timeout: String,
 }
 
 impl Default for RawHttp {
@@ -81,6 +82,7 @@ impl Default for RawHttp {
             max_in_flight: 256,
             allowed_origins: Vec::new(),
             header_timeout: "5s".into(),
+            body_timeout: "10s".into(),
         }
     }
 }

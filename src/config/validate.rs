@@ -177,6 +177,7 @@ impl RawConfig {
             "http.header_timeout",
             &self.http.header_timeout,
         );
+        let body_timeout = duration(&mut errors, "http.body_timeout", &self.http.body_timeout);
         let allowed_origins = origins(&mut errors, &self.http.allowed_origins);
         let max_in_flight = checked_range(
             &mut errors,
@@ -323,6 +324,7 @@ impl RawConfig {
                 max_in_flight: max_in_flight as usize,
                 allowed_origins,
                 header_timeout,
+                body_timeout,
                 static_dir: (!self.http.static_dir.is_empty())
                     .then(|| PathBuf::from(self.http.static_dir)),
             },

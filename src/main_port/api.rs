@@ -15,8 +15,12 @@ use super::MainPort;
 use crate::broker::log::PublishLogged;
 use crate::broker::Publish;
 use crate::protocol::DIRECT_PREFIX;
+use crate::request_body::{self, BodyError};
 use crate::supervisor::actor::StartRoll;
 use crate::topics::Topic;
+
+/// Largest body of an API call, in bytes.
+pub const API_BODY_LIMIT: usize = 256 * 1024;
 
 /// Body of both calls: a backend message. `topic` is the channel for `/api/publish` (required)
 /// and the topic the client sees for `/api/sessions/{id}` (optional).
@@ -70,13 +74,17 @@ fn bad_request(message: impl std::fmt::Display) -> HttpResponse {
 
 /// `POST /api/publish`: `{"topic", "data"?, "add"?, "remove"?, "sessionData"?}` published on
 /// `topic`, exactly like a backend's Redis PUBLISH.
-pub async fn publish(req: HttpRequest, body: Bytes, port: web::Data<MainPort>) -> HttpResponse {
+pub async fn publish(
+    req: HttpRequest,
+    payload: web::Payload,
+    port: web::Data<MainPort>,
+) -> HttpResponse {
     if let Some(refusal) = refuse_unauthorized(&req, &port) {
         return refusal;
     }
-    let body: ApiMessage = match serde_json::from_slice(&body) {
+    let body = match message(payload, &port).await {
         Ok(b) => b,
-        Err(e) => return bad_request(format_args!("body: {e}")),
+        Err(refusal) => return refusal,
     };
     let Some(topic) = &body.topic else {
         return bad_request("body: missing field `topic` (the channel to publish on)");
@@ -91,7 +99,7 @@ pub async fn publish(req: HttpRequest, body: Bytes, port: web::Data<MainPort>) -
 pub async fn to_session(
     req: HttpRequest,
     id: web::Path<String>,
-    body: Bytes,
+    payload: web::Payload,
     port: web::Data<MainPort>,
 ) -> HttpResponse {
     if let Some(refusal) = refuse_unauthorized(&req, &port) {
@@ -101,12 +109,32 @@ pub async fn to_session(
     if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
         return bad_request("session id: printable characters expected");
     }
-    let body: ApiMessage = match serde_json::from_slice(&body) {
+    let body = match message(payload, &port).await {
         Ok(b) => b,
-        Err(e) => return bad_request(format_args!("body: {e}")),
+        Err(refusal) => return refusal,
     };
     let channel = format!("{DIRECT_PREFIX}{id}");
     send(&port, &channel, body.to_message(body.topic.as_deref())).await
+}
+
+/// Reads a call's body (at most [`API_BODY_LIMIT`] bytes, within `http.body_timeout`) as a
+/// backend message.
+async fn message(payload: web::Payload, port: &MainPort) -> Result<ApiMessage, HttpResponse> {
+    let body = match request_body::read(payload, API_BODY_LIMIT, port.body_timeout).await {
+        Ok(body) => body,
+        Err(e) => {
+            let mut res = match e {
+                BodyError::TooLarge { .. } => HttpResponse::PayloadTooLarge(),
+                BodyError::TimedOut { .. } => HttpResponse::RequestTimeout(),
+                BodyError::Broken(_) => HttpResponse::BadRequest(),
+            };
+            res.force_close();
+            return Err(res
+                .content_type(ContentType::plaintext())
+                .body(format!("{e}\n")));
+        }
+    };
+    serde_json::from_slice(&body).map_err(|e| bad_request(format_args!("body: {e}")))
 }
 
 /// Publishes through the publication log (when history is enabled): 202 with the position,

@@ -7,6 +7,8 @@
 mod api;
 mod prometheus;
 
+use std::time::Duration;
+
 use actix::prelude::*;
 use actix_web::http::header::{self, ContentType};
 use actix_web::{web, HttpRequest, HttpResponse};
@@ -24,6 +26,8 @@ pub struct MainPort {
     /// With `cluster.enabled`: the directory `/connect` picks from.
     pub cluster: Option<Cluster>,
     pub max_topic_len: usize,
+    /// How long an API call's body may take to arrive (`http.body_timeout`).
+    pub body_timeout: Duration,
     /// A worker with this many sessions is full: `/connect` does not hand it out.
     pub max_sessions_per_worker: usize,
     pub scheme: &'static str,
@@ -46,6 +50,7 @@ impl MainPort {
             broker,
             cluster,
             max_topic_len: config.limits.max_topic_len,
+            body_timeout: config.http.body_timeout,
             max_sessions_per_worker: config.limits.max_sessions_per_worker,
             scheme: config.http_scheme(),
             host_external: config.http.host_external.clone(),

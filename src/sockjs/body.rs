@@ -18,11 +18,12 @@ use futures_util::Stream;
 use log::debug;
 
 use super::frames::{parse_send_body, quote_script, Frame, FrameKind};
-use super::headers;
+use super::headers::{self, Cors};
 use super::receiver::{self, FrameStream, ReceiverKind};
 use super::registry::{Lookup, Receive};
 use super::session::ClientMessages;
 use super::EndpointInner;
+use crate::request_body::{self, BodyError};
 
 /// How a transport wraps each frame.
 #[derive(Debug, Clone)]
@@ -33,7 +34,8 @@ pub enum Wrap {
     EventSource,
     /// `<script>\np("frame");\n</script>\r\n` (htmlfile).
     HtmlFile,
-    /// `callback("frame");\r\n` (jsonp).
+    /// `/**/callback("frame");\r\n` (jsonp; the comment keeps the answer from starting with
+    /// bytes the requester chose, the Rosetta Flash defence).
     Jsonp(String),
 }
 
@@ -68,9 +70,10 @@ impl Wrap {
                 "<script>\np({});\n</script>\r\n",
                 quote_script(frame.as_str())
             )),
-            Wrap::Jsonp(callback) => {
-                Bytes::from(format!("{callback}({});\r\n", quote_script(frame.as_str())))
-            }
+            Wrap::Jsonp(callback) => Bytes::from(format!(
+                "/**/{callback}({});\r\n",
+                quote_script(frame.as_str())
+            )),
         }
     }
 }
@@ -81,6 +84,9 @@ pub struct ReceivingTransport {
     pub wrap: Wrap,
     pub prelude: Option<Bytes>,
     pub content_type: &'static str,
+    pub cors: Cors,
+    /// Whether the answer carries `X-Content-Type-Options: nosniff` (jsonp, htmlfile).
+    pub nosniff: bool,
 }
 
 /// Attaches a receiving request to session `id` (created if unknown) and streams its frames.
@@ -116,7 +122,16 @@ pub async fn receive(
         ReceiverKind::Streaming => endpoint.options.response_limit,
     };
     let mut res = HttpResponse::Ok();
-    headers::session_response(req, &endpoint.options, &mut res, transport.content_type);
+    headers::session_response(
+        req,
+        &endpoint.options,
+        &mut res,
+        transport.content_type,
+        transport.cors,
+    );
+    if transport.nosniff {
+        headers::nosniff(&mut res);
+    }
     let mut response = res.streaming(TransportBody {
         prelude: transport.prelude,
         frames,
@@ -136,46 +151,49 @@ pub async fn receive(
 }
 
 /// Passes a sending request's body to session `id`. `form` bodies carry the payload in `d=`.
+/// The body must arrive whole within `sockjs` options' `body_timeout`; a body cut short or
+/// late delivers nothing.
 pub async fn deliver(
     req: &HttpRequest,
     payload: web::Payload,
     endpoint: &EndpointInner,
     id: Arc<str>,
     form: bool,
+    cors: Cors,
 ) -> Result<(), HttpResponse> {
     let options = &endpoint.options;
-    let body = match payload.to_bytes_limited(options.max_frame_bytes).await {
-        Ok(Ok(body)) => body,
-        Ok(Err(e)) => {
-            debug!("sockjs send body unreadable session={id} error={e}");
-            return Err(headers::error_500(req, options, "Payload expected."));
-        }
-        Err(_) => {
-            let mut res = HttpResponse::PayloadTooLarge();
-            headers::cors(req, &mut res);
-            return Err(res.content_type(headers::TEXT_PLAIN).body(format!(
-                "Payload larger than {} bytes.",
-                options.max_frame_bytes
-            )));
-        }
-    };
+    let body =
+        match request_body::read(payload, options.max_frame_bytes, options.body_timeout).await {
+            Ok(body) => body,
+            Err(e @ BodyError::Broken(_)) => {
+                debug!("sockjs send body unreadable session={id} error={e}");
+                return Err(headers::error_500(req, options, cors, "Payload expected."));
+            }
+            Err(e) => {
+                debug!("sockjs send body refused session={id} error={e}");
+                let mut res = match e {
+                    BodyError::TooLarge { .. } => HttpResponse::PayloadTooLarge(),
+                    _ => HttpResponse::RequestTimeout(),
+                };
+                headers::cors(req, &mut res, cors);
+                res.force_close();
+                return Err(res.content_type(headers::TEXT_PLAIN).body(e.to_string()));
+            }
+        };
+    // As sockjs-node: a bad payload is refused before the session is looked up.
+    let messages = parse_send_body(&body, form).map_err(|e| {
+        debug!("sockjs send rejected session={id} error={e}");
+        headers::error_500(req, options, cors, &e.to_string())
+    })?;
     let handle = match endpoint.registry().send(Lookup { id: id.clone() }).await {
         Ok(Some(handle)) => handle,
-        Ok(None) => return Err(HttpResponse::NotFound().finish()),
+        Ok(None) => return Err(headers::not_found()),
         Err(e) => return Err(unavailable(e)),
     };
-    match parse_send_body(&body, form) {
-        Ok(messages) => {
-            if !messages.is_empty() {
-                handle.incoming.do_send(ClientMessages(messages));
-            }
-            Ok(())
-        }
-        Err(e) => {
-            debug!("sockjs send rejected session={id} error={e}");
-            Err(headers::error_500(req, options, &e.to_string()))
-        }
+    if !messages.is_empty() {
+        handle.incoming.do_send(ClientMessages(messages));
     }
+    Ok(())
 }
 
 fn unavailable(e: actix::MailboxError) -> HttpResponse {
@@ -247,7 +265,7 @@ mod tests {
         );
         assert_eq!(
             &Wrap::Jsonp("cb".into()).wrap(&Frame::open())[..],
-            b"cb(\"o\");\r\n"
+            b"/**/cb(\"o\");\r\n"
         );
     }
 }

@@ -208,16 +208,36 @@ pub enum PayloadError {
     Empty,
     #[error("Broken JSON encoding.")]
     BrokenJson,
+    /// An array holding something other than strings (SockJS messages are strings).
+    #[error("Payload expected: an array of strings.")]
+    NotStrings,
 }
 
-/// Parses what a client sends: a JSON array of strings, or (websocket) a single JSON string.
-pub fn parse_client_payload(payload: &[u8]) -> Result<Vec<String>, PayloadError> {
+/// Which payloads a transport takes besides a JSON array of strings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PayloadShape {
+    /// Only an array (`xhr_send`, `jsonp_send`): anything else is "Payload expected.".
+    Array,
+    /// An array or a single JSON string (websocket frames).
+    ArrayOrString,
+}
+
+/// Parses what a client sends: a JSON array of strings, or where `shape` allows, a single JSON
+/// string. Not JSON: "Broken JSON encoding."; JSON of another shape: "Payload expected.".
+pub fn parse_client_payload(
+    payload: &[u8],
+    shape: PayloadShape,
+) -> Result<Vec<String>, PayloadError> {
     if payload.iter().all(u8::is_ascii_whitespace) {
         return Err(PayloadError::Empty);
     }
-    match serde_json::from_slice::<OneOrMany>(payload) {
-        Ok(OneOrMany::Many(v)) => Ok(v),
-        Ok(OneOrMany::One(s)) => Ok(vec![s]),
+    if let Ok(messages) = serde_json::from_slice::<Vec<String>>(payload) {
+        return Ok(messages);
+    }
+    match serde_json::from_slice::<serde_json::Value>(payload) {
+        Ok(serde_json::Value::String(s)) if shape == PayloadShape::ArrayOrString => Ok(vec![s]),
+        Ok(serde_json::Value::Array(_)) => Err(PayloadError::NotStrings),
+        Ok(_) => Err(PayloadError::Empty),
         Err(_) => Err(PayloadError::BrokenJson),
     }
 }
@@ -226,20 +246,13 @@ pub fn parse_client_payload(payload: &[u8]) -> Result<Vec<String>, PayloadError>
 /// `form` body (`jsonp_send` posted as a form) the same in its first `d=` field.
 pub fn parse_send_body(body: &[u8], form: bool) -> Result<Vec<String>, PayloadError> {
     if !form {
-        return parse_client_payload(body);
+        return parse_client_payload(body, PayloadShape::Array);
     }
     let fields: Vec<(String, String)> = serde_urlencoded::from_bytes(body).unwrap_or_default();
     match fields.into_iter().find(|(k, _)| k == "d") {
-        Some((_, d)) => parse_client_payload(d.as_bytes()),
+        Some((_, d)) => parse_client_payload(d.as_bytes(), PayloadShape::Array),
         None => Err(PayloadError::Empty),
     }
-}
-
-#[derive(serde::Deserialize)]
-#[serde(untagged)]
-enum OneOrMany {
-    Many(Vec<String>),
-    One(String),
 }
 
 /// Whether a JSONP/htmlfile callback name is safe to reflect: `^[a-zA-Z0-9_.]+$`.
@@ -302,24 +315,43 @@ mod tests {
 
     #[test]
     fn client_payloads() {
+        use PayloadShape::{Array, ArrayOrString};
+        for shape in [Array, ArrayOrString] {
+            assert_eq!(
+                parse_client_payload(br#"["a","b"]"#, shape),
+                Ok(vec!["a".into(), "b".into()])
+            );
+            assert_eq!(parse_client_payload(b"", shape), Err(PayloadError::Empty));
+            assert_eq!(parse_client_payload(b"  ", shape), Err(PayloadError::Empty));
+            assert_eq!(
+                parse_client_payload(br#"["a"#, shape),
+                Err(PayloadError::BrokenJson)
+            );
+            assert_eq!(
+                parse_client_payload(br#"[1]"#, shape),
+                Err(PayloadError::NotStrings)
+            );
+            for other in [&br#"{}"#[..], b"1", b"null", b"true"] {
+                assert_eq!(parse_client_payload(other, shape), Err(PayloadError::Empty));
+            }
+            assert_eq!(
+                parse_client_payload(br#"["\u2028\ud83d\ude00"]"#, shape),
+                Ok(vec!["\u{2028}😀".into()])
+            );
+        }
         assert_eq!(
-            parse_client_payload(br#"["a","b"]"#),
-            Ok(vec!["a".into(), "b".into()])
+            parse_client_payload(br#""a""#, ArrayOrString),
+            Ok(vec!["a".into()])
         );
-        assert_eq!(parse_client_payload(br#""a""#), Ok(vec!["a".into()]));
-        assert_eq!(parse_client_payload(b""), Err(PayloadError::Empty));
-        assert_eq!(parse_client_payload(b"  "), Err(PayloadError::Empty));
+        // SockJS HTTP sends are arrays: a bare string is "Payload expected." (sockjs-node).
         assert_eq!(
-            parse_client_payload(br#"["a"#),
-            Err(PayloadError::BrokenJson)
+            parse_client_payload(br#""a""#, Array),
+            Err(PayloadError::Empty)
         );
+        assert_eq!(parse_send_body(br#""a""#, false), Err(PayloadError::Empty));
         assert_eq!(
-            parse_client_payload(br#"[1]"#),
-            Err(PayloadError::BrokenJson)
-        );
-        assert_eq!(
-            parse_client_payload(br#"["\u2028\ud83d\ude00"]"#),
-            Ok(vec!["\u{2028}😀".into()])
+            parse_send_body(b"d=%22a%22", true),
+            Err(PayloadError::Empty)
         );
     }
 

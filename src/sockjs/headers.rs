@@ -1,4 +1,10 @@
 //! Response headers every SockJS transport shares: CORS, caching and the `JSESSIONID` cookie.
+//!
+//! They are sockjs-node 0.3.24's (the server sockjs-client 1.x is developed against): CORS
+//! only where a browser asks for it (XHR transports, `/info`, eventsource), with the page's
+//! `Origin` echoed — `null` included — and `Vary: Origin`; `no-transform` in `Cache-Control`
+//! so that recompressing proxies leave streams alone; `X-Content-Type-Options: nosniff` on the
+//! script and frame transports.
 
 use std::time::{Duration, SystemTime};
 
@@ -8,7 +14,7 @@ use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder};
 use super::options::SockjsOptions;
 
 /// `Cache-Control` for responses that must never be cached (GET transports, POSTs on iOS 6).
-pub const NO_CACHE: &str = "no-store, no-cache, must-revalidate, max-age=0";
+pub const NO_CACHE: &str = "no-store, no-cache, no-transform, must-revalidate, max-age=0";
 /// One year, the cache lifetime of the iframe page and of preflight answers.
 pub const ONE_YEAR_SECS: u64 = 31_536_000;
 
@@ -20,17 +26,34 @@ pub const JAVASCRIPT: &str = "application/javascript; charset=UTF-8";
 pub const JSON: &str = "application/json; charset=UTF-8";
 /// `text/html; charset=UTF-8`
 pub const HTML: &str = "text/html; charset=UTF-8";
-/// `text/event-stream; charset=UTF-8`
-pub const EVENT_STREAM: &str = "text/event-stream; charset=UTF-8";
+/// `text/event-stream` (the format is UTF-8 by definition; sockjs-node names no charset)
+pub const EVENT_STREAM: &str = "text/event-stream";
 
-/// Adds CORS headers: the request's `Origin` echoed with credentials allowed, or `*` when the
-/// origin is absent or `null` (pages opened from `file://`), and the requested headers allowed.
-pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder) {
-    let origin = req
-        .headers()
-        .get(header::ORIGIN)
-        .filter(|o| !o.is_empty() && o.as_bytes() != b"null");
-    match origin {
+/// Which CORS headers a response carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cors {
+    /// XHR transports, `/info` and preflights: the request's `Origin` echoed (`null` too: pages
+    /// in sandboxed frames or opened from `file://`) with credentials allowed, since
+    /// sockjs-client sends its XHRs with credentials; `*` when there is no `Origin`.
+    Credentialed,
+    /// eventsource: as [`Cors::Credentialed`], but `null` gets `*` (an `EventSource` sends no
+    /// credentials).
+    EventSource,
+    /// jsonp, jsonp_send and htmlfile: none, as browsers load them as scripts, forms and frames.
+    None,
+}
+
+/// Adds the CORS headers of `policy`, with `Vary: Origin` since they depend on it, and the
+/// requested headers allowed.
+pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder, policy: Cors) {
+    let origin = match policy {
+        Cors::None => return,
+        Cors::Credentialed => req.headers().get(header::ORIGIN),
+        Cors::EventSource => {
+            (req.headers().get(header::ORIGIN)).filter(|o| o.as_bytes() != b"null")
+        }
+    };
+    match origin.filter(|o| !o.is_empty()) {
         Some(origin) => {
             res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, origin.clone()));
             res.insert_header((header::ACCESS_CONTROL_ALLOW_CREDENTIALS, "true"));
@@ -39,6 +62,7 @@ pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder) {
             res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"));
         }
     }
+    res.insert_header((header::VARY, "Origin"));
     if let Some(requested) = req
         .headers()
         .get(header::ACCESS_CONTROL_REQUEST_HEADERS)
@@ -46,6 +70,12 @@ pub fn cors(req: &HttpRequest, res: &mut HttpResponseBuilder) {
     {
         res.insert_header((header::ACCESS_CONTROL_ALLOW_HEADERS, requested.clone()));
     }
+}
+
+/// `X-Content-Type-Options: nosniff`: a jsonp or htmlfile answer is never taken for another
+/// type (the Rosetta Flash defence, with the `/**/` before a JSONP callback).
+pub fn nosniff(res: &mut HttpResponseBuilder) {
+    res.insert_header((header::X_CONTENT_TYPE_OPTIONS, "nosniff"));
 }
 
 /// Whether the page that sent `req` may use the endpoint (`http.allowed_origins`; see
@@ -126,14 +156,28 @@ pub fn session_cookie(req: &HttpRequest, options: &SockjsOptions, res: &mut Http
     }
 }
 
-/// The answer to a CORS preflight (`OPTIONS`) for a URL allowing `methods`.
-pub fn preflight(req: &HttpRequest, methods: &'static str) -> HttpResponse {
+/// The answer to a CORS preflight (`OPTIONS`) for a URL allowing `methods`; it sets the
+/// `JSESSIONID` cookie too when wanted, as every sockjs-node answer about a session does.
+pub fn preflight(
+    req: &HttpRequest,
+    options: &SockjsOptions,
+    methods: &'static str,
+) -> HttpResponse {
     let mut res = HttpResponse::NoContent();
     cache_for_a_year(&mut res);
     res.insert_header((header::ACCESS_CONTROL_MAX_AGE, ONE_YEAR_SECS.to_string()));
     res.insert_header((header::ACCESS_CONTROL_ALLOW_METHODS, methods));
-    cors(req, &mut res);
+    cors(req, &mut res, Cors::Credentialed);
+    session_cookie(req, options, &mut res);
     res.finish()
+}
+
+/// `404` with sockjs-node's plain-text body, for URLs under the prefix that are no SockJS URL
+/// and for sends to sessions that do not exist.
+pub fn not_found() -> HttpResponse {
+    HttpResponse::NotFound()
+        .content_type(TEXT_PLAIN)
+        .body("404 Error: Page not found\n")
 }
 
 /// `405 Method Not Allowed` with an `Allow` header and no body or content type.
@@ -143,23 +187,29 @@ pub fn method_not_allowed(allow: &'static str) -> HttpResponse {
         .finish()
 }
 
-/// The headers of every response about a session: its content type, no caching, CORS and the
-/// `JSESSIONID` cookie when wanted.
+/// The headers of every response about a session: its content type, no caching, the CORS
+/// headers of its transport and the `JSESSIONID` cookie when wanted.
 pub fn session_response(
     req: &HttpRequest,
     options: &SockjsOptions,
     res: &mut HttpResponseBuilder,
     content_type: &'static str,
+    policy: Cors,
 ) {
     res.content_type(content_type);
     no_cache(res);
-    cors(req, res);
+    cors(req, res, policy);
     session_cookie(req, options, res);
 }
 
 /// A `500` with a plain-text message, as SockJS clients expect for bad requests.
-pub fn error_500(req: &HttpRequest, options: &SockjsOptions, message: &str) -> HttpResponse {
+pub fn error_500(
+    req: &HttpRequest,
+    options: &SockjsOptions,
+    policy: Cors,
+    message: &str,
+) -> HttpResponse {
     let mut res = HttpResponse::InternalServerError();
-    session_response(req, options, &mut res, TEXT_PLAIN);
+    session_response(req, options, &mut res, TEXT_PLAIN, policy);
     res.body(message.to_string())
 }

@@ -7,7 +7,7 @@ use actix_web::http::header;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::{self, ReceivingTransport, Wrap};
-use super::headers::{self, JAVASCRIPT, TEXT_PLAIN};
+use super::headers::{self, Cors, JAVASCRIPT, TEXT_PLAIN};
 use super::receiver::ReceiverKind;
 use super::EndpointInner;
 
@@ -23,6 +23,8 @@ pub async fn poll(
         wrap: Wrap::Jsonp(callback.to_string()),
         prelude: None,
         content_type: JAVASCRIPT,
+        cors: Cors::None,
+        nosniff: true,
     };
     body::receive(req, endpoint, id, transport).await
 }
@@ -43,10 +45,10 @@ pub async fn send(
                 .to_ascii_lowercase()
                 .starts_with("application/x-www-form-urlencoded")
         });
-    if let Err(res) = body::deliver(req, payload, endpoint, id, form).await {
+    if let Err(res) = body::deliver(req, payload, endpoint, id, form, Cors::None).await {
         return res;
     }
     let mut res = HttpResponse::Ok();
-    headers::session_response(req, &endpoint.options, &mut res, TEXT_PLAIN);
+    headers::session_response(req, &endpoint.options, &mut res, TEXT_PLAIN, Cors::None);
     res.body("ok")
 }

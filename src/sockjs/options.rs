@@ -24,6 +24,8 @@ pub struct SockjsOptions {
     pub client_url: String,
     /// Largest request body or websocket message accepted, in bytes.
     pub max_frame_bytes: usize,
+    /// How long a sending request's body may take to arrive (`http.body_timeout`).
+    pub body_timeout: Duration,
     /// Messages a session holds for a client that is not receiving before it gives up on it.
     pub outbound_queue: usize,
     /// Origins (`scheme://host[:port]`, lower case) whose pages may use the endpoint; empty:
@@ -47,6 +49,7 @@ impl SockjsOptions {
             cookie_needed: config.sockjs.cookie_needed,
             client_url: config.sockjs_client_url(),
             max_frame_bytes: config.limits.max_frame_bytes,
+            body_timeout: config.http.body_timeout,
             outbound_queue: config.limits.outbound_queue,
             allowed_origins: config.http.allowed_origins.clone(),
             max_sessions: config.limits.max_sessions_per_worker,
@@ -66,6 +69,7 @@ impl Default for SockjsOptions {
             cookie_needed: false,
             client_url: "/js/sockjs.min.js".into(),
             max_frame_bytes: 1024 * 1024,
+            body_timeout: Duration::from_secs(10),
             outbound_queue: 1024,
             allowed_origins: Vec::new(),
             max_sessions: 20_000,

@@ -6,7 +6,7 @@ use actix_web::http::Method;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::frames::valid_callback;
-use super::headers;
+use super::headers::{self, Cors};
 use super::info;
 use super::websocket::{self, Flavour};
 use super::{jsonp, streaming, xhr, EndpointInner};
@@ -107,7 +107,9 @@ pub async fn entry(
         Route::Greeting if method == Method::GET => info::greeting(),
         Route::Greeting => headers::method_not_allowed("GET"),
         Route::Info if method == Method::GET => info::info(&req, &endpoint.options),
-        Route::Info if method == Method::OPTIONS => headers::preflight(&req, "OPTIONS, GET"),
+        Route::Info if method == Method::OPTIONS => {
+            headers::preflight(&req, &endpoint.options, "OPTIONS, GET")
+        }
         Route::Info => headers::method_not_allowed("OPTIONS, GET"),
         Route::Iframe if method == Method::GET => endpoint.iframe.respond(&req),
         Route::Iframe => headers::method_not_allowed("GET"),
@@ -115,7 +117,7 @@ pub async fn entry(
         | Route::Session {
             transport: Transport::Websocket,
             ..
-        } if !endpoint.options.websocket => HttpResponse::NotFound().finish(),
+        } if !endpoint.options.websocket => headers::not_found(),
         Route::RawWebsocket => {
             let id: Arc<str> = Arc::from(format!("raw-{:032x}", rand::random::<u128>()));
             websocket::start(&req, payload, endpoint, id, Flavour::Raw)
@@ -131,7 +133,7 @@ pub async fn entry(
             )
             .await
         }
-        Route::NotFound => HttpResponse::NotFound().finish(),
+        Route::NotFound => headers::not_found(),
     }
 }
 
@@ -146,7 +148,7 @@ async fn session_request(
     use Transport::*;
     let post_transport = matches!(transport, Xhr | XhrSend | XhrStreaming | JsonpSend);
     if method == Method::OPTIONS && post_transport {
-        return headers::preflight(&req, "OPTIONS, POST");
+        return headers::preflight(&req, &endpoint.options, "OPTIONS, POST");
     }
     let expected = if post_transport {
         Method::POST
@@ -168,11 +170,11 @@ async fn session_request(
         EventSource => streaming::eventsource(&req, &endpoint, id).await,
         HtmlFile => match callback(&req) {
             Ok(cb) => streaming::htmlfile(&req, &endpoint, id, &cb).await,
-            Err(message) => headers::error_500(&req, &endpoint.options, message),
+            Err(message) => headers::error_500(&req, &endpoint.options, Cors::None, message),
         },
         Jsonp => match callback(&req) {
             Ok(cb) => jsonp::poll(&req, &endpoint, id, &cb).await,
-            Err(message) => headers::error_500(&req, &endpoint.options, message),
+            Err(message) => headers::error_500(&req, &endpoint.options, Cors::None, message),
         },
         JsonpSend => jsonp::send(&req, payload, &endpoint, id).await,
     }

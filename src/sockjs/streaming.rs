@@ -10,7 +10,7 @@ use actix_web::{HttpRequest, HttpResponse};
 use bytes::Bytes;
 
 use super::body::{self, ReceivingTransport, Wrap};
-use super::headers::{EVENT_STREAM, HTML, JAVASCRIPT};
+use super::headers::{Cors, EVENT_STREAM, HTML, JAVASCRIPT};
 use super::receiver::ReceiverKind;
 use super::EndpointInner;
 
@@ -27,6 +27,8 @@ pub async fn xhr_streaming(
         wrap: Wrap::Newline,
         prelude: Some(Bytes::from(prelude)),
         content_type: JAVASCRIPT,
+        cors: Cors::Credentialed,
+        nosniff: false,
     };
     body::receive(req, endpoint, id, transport).await
 }
@@ -42,6 +44,8 @@ pub async fn eventsource(
         wrap: Wrap::EventSource,
         prelude: Some(Bytes::from_static(b"\r\n")),
         content_type: EVENT_STREAM,
+        cors: Cors::EventSource,
+        nosniff: false,
     };
     body::receive(req, endpoint, id, transport).await
 }
@@ -59,6 +63,8 @@ pub async fn htmlfile(
         wrap: Wrap::HtmlFile,
         prelude: Some(Bytes::from(htmlfile_prelude(callback))),
         content_type: HTML,
+        cors: Cors::None,
+        nosniff: true,
     };
     body::receive(req, endpoint, id, transport).await
 }

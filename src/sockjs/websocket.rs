@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use log::debug;
 
 use super::admission::{Pass, Refusal};
-use super::frames::{parse_client_payload, Frame, FrameKind};
+use super::frames::{parse_client_payload, Frame, FrameKind, PayloadShape};
 use super::headers::TEXT_PLAIN;
 use super::receiver::{self, FrameStream, ReceiverKind};
 use super::session::{ClientMessages, SessionHandle};
@@ -226,7 +226,7 @@ impl WsTransport {
                 if text.is_empty() {
                     return;
                 }
-                match parse_client_payload(text) {
+                match parse_client_payload(text, PayloadShape::ArrayOrString) {
                     Ok(messages) if messages.is_empty() => {}
                     Ok(messages) => session.incoming.do_send(ClientMessages(messages)),
                     Err(e) => {

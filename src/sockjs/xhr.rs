@@ -5,7 +5,7 @@ use std::sync::Arc;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::body::{self, ReceivingTransport, Wrap};
-use super::headers::{self, JAVASCRIPT, TEXT_PLAIN};
+use super::headers::{self, Cors, JAVASCRIPT, TEXT_PLAIN};
 use super::receiver::ReceiverKind;
 use super::EndpointInner;
 
@@ -16,6 +16,8 @@ pub async fn poll(req: &HttpRequest, endpoint: &EndpointInner, id: Arc<str>) -> 
         wrap: Wrap::Newline,
         prelude: None,
         content_type: JAVASCRIPT,
+        cors: Cors::Credentialed,
+        nosniff: false,
     };
     body::receive(req, endpoint, id, transport).await
 }
@@ -27,10 +29,16 @@ pub async fn send(
     endpoint: &EndpointInner,
     id: Arc<str>,
 ) -> HttpResponse {
-    if let Err(res) = body::deliver(req, payload, endpoint, id, false).await {
+    if let Err(res) = body::deliver(req, payload, endpoint, id, false, Cors::Credentialed).await {
         return res;
     }
     let mut res = HttpResponse::NoContent();
-    headers::session_response(req, &endpoint.options, &mut res, TEXT_PLAIN);
+    headers::session_response(
+        req,
+        &endpoint.options,
+        &mut res,
+        TEXT_PLAIN,
+        Cors::Credentialed,
+    );
     res.finish()
 }

@@ -1,6 +1,6 @@
 //! `[limits]` and the `[http]` guards against abuse: the per-session rate limit (and the close
 //! of a client that ignores it), allowed origins (cross-site websocket hijacking), and the
-//! header timeout (slowloris). Each refusal is visible to the client as a documented error,
+//! header and body timeouts (slowloris). Each refusal is visible to the client as a documented error,
 //! status or close code, and the session or server stays usable for everybody else.
 
 use std::time::{Duration, Instant};
@@ -18,6 +18,7 @@ for_both_brokers!(
     a_client_sending_on_into_refusals_is_closed_with_1008,
     pages_from_other_origins_are_refused,
     a_client_sending_headers_slowly_is_cut_off,
+    a_client_sending_a_body_slowly_is_cut_off_and_nothing_of_it_is_delivered,
 );
 
 /// Sends one message the bucket has to judge; the answer tells whether it passed: a message on
@@ -232,4 +233,85 @@ async fn a_client_sending_headers_slowly_is_cut_off(kind: BrokerKind) {
     // Everybody else is served meanwhile and after.
     let (mut client, _) = worker.session().await;
     assert_eq!(judged(&mut client).await, "not_whitelisted");
+}
+
+/// An `xhr_send` body dribbled a byte at a time (100 kB announced, a byte every 200 ms) gets
+/// `408` once `http.body_timeout` is over and its connection is closed; nothing of it reaches
+/// the session, which goes on serving its client.
+async fn a_client_sending_a_body_slowly_is_cut_off_and_nothing_of_it_is_delivered(
+    kind: BrokerKind,
+) {
+    let broker = TestBroker::start(kind).await;
+    let config = WorkerConfig {
+        body_timeout: "1s".into(),
+        ..WorkerConfig::on(&broker)
+    };
+    let worker = Worker::start(&config).await;
+    let base = format!(
+        "http://127.0.0.1:{}/rohrpost/000/{}",
+        worker.port(),
+        unique("s").replace('.', "-")
+    );
+    let open = http().post(format!("{base}/xhr")).send().await;
+    let body = open.expect("xhr").body().await.expect("open frame");
+    assert_eq!(&body[..], b"o\n");
+
+    let mut slow = tokio::net::TcpStream::connect(("127.0.0.1", worker.port()))
+        .await
+        .expect("connect");
+    let path = base.split_once(&format!(":{}", worker.port())).unwrap().1;
+    let head = format!(
+        "POST {path}/xhr_send HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: text/plain\r\n\
+         Content-Length: 100000\r\n\r\n[\"dribbled"
+    );
+    slow.write_all(head.as_bytes()).await.unwrap();
+    let started = Instant::now();
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    let closed = loop {
+        let _ = slow.write_all(b"x").await;
+        match actix_rt::time::timeout(Duration::from_millis(200), slow.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => break started.elapsed(),
+            Ok(Ok(n)) => seen.extend_from_slice(&buf[..n]),
+            Err(_) => {}
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "a client dribbling a body was held for 10 s"
+        );
+    };
+    let answer = String::from_utf8_lossy(&seen);
+    assert!(
+        answer.starts_with("HTTP/1.1 408"),
+        "a late body gets 408: {answer:?}"
+    );
+    assert!(
+        answer.contains("http.body_timeout"),
+        "the 408 says which setting: {answer:?}"
+    );
+    assert!(closed >= Duration::from_millis(900), "cut after {closed:?}");
+
+    // The session is intact and got nothing of the cut body: the next poll delivers exactly
+    // the next message sent.
+    let sent = http()
+        .post(format!("{base}/xhr_send"))
+        .send_body(r#"["after"]"#)
+        .await
+        .expect("xhr_send");
+    assert_eq!(sent.status().as_u16(), 204);
+    let mut poll = http()
+        .post(format!("{base}/xhr"))
+        .send()
+        .await
+        .expect("xhr");
+    let frame = poll.body().await.expect("frame");
+    let frame = String::from_utf8_lossy(&frame).into_owned();
+    assert!(
+        !frame.contains("dribbled"),
+        "the cut body was delivered: {frame:?}"
+    );
+    assert!(
+        frame.starts_with("a["),
+        "a message frame expected: {frame:?}"
+    );
 }

@@ -86,6 +86,8 @@ pub struct WorkerConfig {
     /// `http.allowed_origins`; empty: any.
     pub allowed_origins: Vec<String>,
     pub header_timeout: String,
+    /// `http.body_timeout`.
+    pub body_timeout: String,
     /// `sessions.ttl`: how long a session's record outlives its last connection.
     pub session_ttl: String,
 }
@@ -111,6 +113,7 @@ impl WorkerConfig {
             burst: 200,
             allowed_origins: Vec::new(),
             header_timeout: "5s".to_owned(),
+            body_timeout: "10s".to_owned(),
             session_ttl: "10m".to_owned(),
         }
     }
@@ -149,6 +152,7 @@ impl WorkerConfig {
                 "host": "127.0.0.1",
                 "allowed_origins": self.allowed_origins,
                 "header_timeout": self.header_timeout,
+                "body_timeout": self.body_timeout,
             },
             "broker": self.broker.config_section(),
             "sessions": {

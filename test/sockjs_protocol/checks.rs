@@ -18,25 +18,58 @@ pub fn assert_no_cookie(reply: &Reply) {
     assert_eq!(reply.header("set-cookie"), None, "no Set-Cookie expected");
 }
 
-/// A real origin is echoed with credentials allowed; no origin or `null` gives `*`.
+/// The CORS headers of XHR transports, `/info` and preflights, as sockjs-node 0.3.24 sends
+/// them: the request's origin echoed with credentials allowed — `null` too (sandboxed frames,
+/// `file://` pages: sockjs-client's credentialed XHRs fail on `*`) — and `*` without an origin;
+/// `Vary: Origin` either way, since the answer depends on it.
 pub fn assert_cors(reply: &Reply, origin: Option<&str>) {
     match origin {
-        Some(origin) if origin != "null" => {
+        Some(origin) => {
             assert_eq!(reply.header("access-control-allow-origin"), Some(origin));
             assert_eq!(
                 reply.header("access-control-allow-credentials"),
                 Some("true")
             );
         }
-        _ => assert_eq!(reply.header("access-control-allow-origin"), Some("*")),
+        None => {
+            assert_eq!(reply.header("access-control-allow-origin"), Some("*"));
+            assert_eq!(reply.header("access-control-allow-credentials"), None);
+        }
+    }
+    assert_eq!(
+        reply.header("vary"),
+        Some("Origin"),
+        "Vary: Origin expected"
+    );
+}
+
+/// Script and frame transports (jsonp, jsonp_send, htmlfile) carry no CORS headers: browsers
+/// load them as scripts, forms and frames, and never ask.
+pub fn assert_no_cors(reply: &Reply) {
+    for name in [
+        "access-control-allow-origin",
+        "access-control-allow-credentials",
+        "vary",
+    ] {
+        assert_eq!(reply.header(name), None, "no {name} expected");
     }
 }
 
-/// Private answers to GET (and POST, for iOS 6) must never be cached.
+/// `X-Content-Type-Options: nosniff` (jsonp and htmlfile; the Rosetta Flash defence).
+pub fn assert_nosniff(reply: &Reply) {
+    assert_eq!(
+        reply.header("x-content-type-options"),
+        Some("nosniff"),
+        "X-Content-Type-Options: nosniff expected"
+    );
+}
+
+/// Private answers to GET (and POST, for iOS 6) must never be cached, nor transformed by a
+/// proxy (one that recompresses would hold streaming answers back).
 pub fn assert_not_cached(reply: &Reply) {
     assert_eq!(
         reply.header("cache-control"),
-        Some("no-store, no-cache, must-revalidate, max-age=0")
+        Some("no-store, no-cache, no-transform, must-revalidate, max-age=0")
     );
     assert_eq!(reply.header("expires"), None, "no Expires expected");
     assert_eq!(

@@ -89,7 +89,7 @@ async fn jsonp_and_jsonp_send_on_cookie_endpoint_set_jsessionid() {
     let r = server.get(&format!("{url}/jsonp?c=%63allback")).await;
     assert_eq!(r.status, 200);
     assert_jsessionid(&r, "dummy");
-    assert_eq!(r.text(), "callback(\"o\");\r\n");
+    assert_eq!(r.text(), "/**/callback(\"o\");\r\n");
 
     let r = server
         .request(

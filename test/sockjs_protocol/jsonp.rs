@@ -4,8 +4,8 @@
 use awc::http::Method;
 
 use crate::checks::{
-    assert_callback_rejected, assert_callback_required, assert_content_type, assert_not_cached,
-    UNSAFE_CALLBACKS,
+    assert_callback_rejected, assert_callback_required, assert_content_type, assert_no_cors,
+    assert_nosniff, assert_not_cached, UNSAFE_CALLBACKS,
 };
 use crate::common::{Reply, TestServer};
 use crate::steps::session_url;
@@ -27,7 +27,7 @@ async fn jsonp_send(server: &TestServer, url: &str, content_type: &str, body: &s
 async fn expect_poll(server: &TestServer, url: &str, frame: &str) {
     let r = server.get(&format!("{url}/jsonp?c=x")).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.text(), format!("x(\"{frame}\");\r\n"));
+    assert_eq!(r.text(), format!("/**/x(\"{frame}\");\r\n"));
 }
 
 #[actix_rt::test]
@@ -38,7 +38,10 @@ async fn jsonp_polling_delivers_frames_and_accepts_form_encoded_sends() {
     assert_eq!(r.status, 200);
     assert_content_type(&r, "application/javascript;charset=UTF-8");
     assert_not_cached(&r);
-    assert_eq!(r.text(), "callback(\"o\");\r\n");
+    // `/**/` first and nosniff: the answer never starts with bytes the requester chose, and is
+    // never taken for anything but a script (the Rosetta Flash defence, as sockjs-node).
+    assert_nosniff(&r);
+    assert_eq!(r.text(), "/**/callback(\"o\");\r\n");
 
     let r = jsonp_send(&server, &url, FORM, "d=%5B%22x%22%5D").await;
     // Konqueror mishandles 204, so jsonp_send answers 200 "ok".
@@ -48,7 +51,33 @@ async fn jsonp_polling_delivers_frames_and_accepts_form_encoded_sends() {
 
     let r = server.get(&format!("{url}/jsonp?c=%63allback")).await;
     assert_eq!(r.status, 200);
-    assert_eq!(r.text(), "callback(\"a[\\\"x\\\"]\");\r\n");
+    assert_eq!(r.text(), "/**/callback(\"a[\\\"x\\\"]\");\r\n");
+}
+
+/// Scripts and forms need no CORS: jsonp and jsonp_send answer without it, whatever the
+/// `Origin` (as sockjs-node).
+#[actix_rt::test]
+async fn jsonp_answers_carry_no_cors_headers() {
+    let server = TestServer::sockjs().await;
+    let url = session_url("/echo");
+    for origin in ["http://example.com", "null"] {
+        let headers = [("Origin", origin)];
+        let r = server
+            .request(Method::GET, &format!("{url}/jsonp?c=x"), &headers, "")
+            .await;
+        assert_eq!(r.status, 200);
+        assert_no_cors(&r);
+        let r = server
+            .request(
+                Method::POST,
+                &format!("{url}/jsonp_send"),
+                &[("Origin", origin), ("Content-Type", FORM)],
+                "d=%5B%22x%22%5D",
+            )
+            .await;
+        assert_eq!((r.status, r.text()), (200, "ok"));
+        assert_no_cors(&r);
+    }
 }
 
 #[actix_rt::test]
@@ -71,7 +100,7 @@ async fn jsonp_accepts_callback_names_with_dots_and_underscores() {
     let server = TestServer::sockjs().await;
     let url = session_url("/echo");
     let r = server.get(&format!("{url}/jsonp?c=_jp.a1B2_c3")).await;
-    assert_eq!((r.status, r.text()), (200, "_jp.a1B2_c3(\"o\");\r\n"));
+    assert_eq!((r.status, r.text()), (200, "/**/_jp.a1B2_c3(\"o\");\r\n"));
 }
 
 #[actix_rt::test]
@@ -96,7 +125,7 @@ async fn jsonp_send_without_payload_is_500_payload_expected() {
     let url = session_url("/echo");
     expect_poll(&server, &url, "o").await;
 
-    for body in ["", "d=", "p=p"] {
+    for body in ["", "d=", "p=p", "d=%22x%22", "d=%7B%7D"] {
         let r = jsonp_send(&server, &url, FORM, body).await;
         assert_eq!(r.status, 500, "body {body:?}");
         assert!(r.text().contains("Payload expected."), "{:?}", r.text());

@@ -6,7 +6,7 @@ use awc::http::Method;
 
 use crate::checks::{
     assert_callback_rejected, assert_callback_required, assert_content_type, assert_cors,
-    assert_not_cached, assert_options_preflight, UNSAFE_CALLBACKS,
+    assert_no_cors, assert_nosniff, assert_not_cached, assert_options_preflight, UNSAFE_CALLBACKS,
 };
 use crate::common::{BodyStream, Reply, TestServer};
 use crate::steps::{session_url, xhr_send};
@@ -45,8 +45,17 @@ async fn start_xhr_streaming(server: &TestServer, url: &str) -> (Reply, Body) {
 /// Starts an EventSource on the session at `url` and reads up to and including the open
 /// frame. The leading new line works around an old Opera bug.
 async fn start_eventsource(server: &TestServer, url: &str) -> (Reply, Body) {
+    start_eventsource_from(server, url, &[]).await
+}
+
+/// [`start_eventsource`] with request headers.
+async fn start_eventsource_from(
+    server: &TestServer,
+    url: &str,
+    headers: &[(&str, &str)],
+) -> (Reply, Body) {
     let path = format!("{url}/eventsource");
-    let (head, mut body) = server.open_stream(Method::GET, &path, &[]).await;
+    let (head, mut body) = server.open_stream(Method::GET, &path, headers).await;
     assert_eq!(head.status, 200, "GET {path}");
     body.expect("\r\n").await;
     body.expect("data: o\r\n\r\n").await;
@@ -57,7 +66,8 @@ async fn start_eventsource(server: &TestServer, url: &str) -> (Reply, Body) {
 /// the first frame (padded past 1 KiB so that browsers render early), and reads the open frame.
 async fn start_htmlfile(server: &TestServer, url: &str) -> (Reply, Body) {
     let path = format!("{url}/htmlfile?c=%63allback");
-    let (head, mut body) = server.open_stream(Method::GET, &path, &[]).await;
+    let origin = [("Origin", "http://example.com")];
+    let (head, mut body) = server.open_stream(Method::GET, &path, &origin).await;
     assert_eq!(head.status, 200, "GET {path}");
     let prelude = body.read_before("<script>\np(").await;
     assert!(prelude.len() > 1024, "prelude of {} bytes", prelude.len());
@@ -106,11 +116,29 @@ async fn eventsource_sends_prelude_open_frame_and_messages() {
     let server = TestServer::sockjs().await;
     let url = session_url("/echo");
     let (head, mut body) = start_eventsource(&server, &url).await;
-    assert_content_type(&head, "text/event-stream;charset=UTF-8");
+    // As sockjs-node: no charset (the format is UTF-8 by definition).
+    assert_content_type(&head, "text/event-stream");
     assert_not_cached(&head);
+    assert_cors(&head, None);
 
     xhr_send(&server, &url, r#"["x"]"#).await;
     body.expect("data: a[\"x\"]\r\n\r\n").await;
+}
+
+/// An `EventSource` sends no credentials: `null` gets `*`, a real origin is echoed (as
+/// sockjs-node's eventsource).
+#[actix_rt::test]
+async fn eventsource_cors_echoes_real_origins_and_gives_null_any() {
+    let server = TestServer::sockjs().await;
+    let url = session_url("/echo");
+    let (head, _body) = start_eventsource_from(&server, &url, &[("Origin", "null")]).await;
+    assert_eq!(head.header("access-control-allow-origin"), Some("*"));
+    assert_eq!(head.header("access-control-allow-credentials"), None);
+    assert_eq!(head.header("vary"), Some("Origin"));
+    let url = session_url("/echo");
+    let origin = [("Origin", "http://example.com")];
+    let (head, _body) = start_eventsource_from(&server, &url, &origin).await;
+    assert_cors(&head, Some("http://example.com"));
 }
 
 #[actix_rt::test]
@@ -143,6 +171,9 @@ async fn htmlfile_sends_padded_prelude_then_script_frames() {
     let (head, mut body) = start_htmlfile(&server, &url).await;
     assert_content_type(&head, "text/html;charset=UTF-8");
     assert_not_cached(&head);
+    // A frame needs no CORS; nosniff keeps it from being taken for anything but html.
+    assert_no_cors(&head);
+    assert_nosniff(&head);
 
     xhr_send(&server, &url, r#"["x"]"#).await;
     body.expect("<script>\np(\"a[\\\"x\\\"]\");\n</script>\r\n")

@@ -38,6 +38,26 @@ async fn xhr_polling_delivers_frames_uncached_with_cors() {
     expect_xhr_poll(&server, &url, "a[\"x\"]\n").await;
 }
 
+/// Pages in sandboxed frames and `file://` pages send `Origin: null`; sockjs-client's XHRs
+/// carry credentials, which browsers refuse with `*`: `null` is echoed like any origin.
+#[actix_rt::test]
+async fn xhr_from_a_null_origin_echoes_null_with_credentials() {
+    let server = TestServer::sockjs().await;
+    let url = session_url("/echo");
+    let origin = [("Origin", "null")];
+    for (path, body, status) in [("xhr", "", 200), ("xhr_send", r#"["x"]"#, 204)] {
+        let r = server
+            .request(Method::POST, &format!("{url}/{path}"), &origin, body)
+            .await;
+        assert_eq!(r.status, status, "{path}");
+        assert_cors(&r, Some("null"));
+    }
+    let path = format!("{}/xhr_streaming", session_url("/echo"));
+    let (head, _body) = server.open_stream(Method::POST, &path, &origin).await;
+    assert_eq!(head.status, 200);
+    assert_cors(&head, Some("null"));
+}
+
 #[actix_rt::test]
 async fn xhr_from_an_origin_echoes_it_and_allows_credentials() {
     let server = TestServer::sockjs().await;
@@ -94,6 +114,19 @@ async fn xhr_send_without_payload_is_500_payload_expected() {
     let r = server.post(&format!("{url}/xhr_send"), "").await;
     assert_eq!(r.status, 500);
     assert!(r.text().contains("Payload expected."), "{:?}", r.text());
+    assert_cors(&r, None);
+
+    // A send is an array of messages: a bare JSON string, object, number or null is not one
+    // (sockjs-node answers each with "Payload expected."), and none of it is delivered.
+    for body in [r#""x""#, "{}", "1", "null"] {
+        let r = server.post(&format!("{url}/xhr_send"), body).await;
+        assert_eq!(r.status, 500, "body {body}");
+        assert!(
+            r.text().contains("Payload expected."),
+            "{body}: {:?}",
+            r.text()
+        );
+    }
 
     xhr_send(&server, &url, r#"["a"]"#).await;
     expect_xhr_poll(&server, &url, "a[\"a\"]\n").await;
