@@ -143,7 +143,8 @@ impl Established {
             ),
             None => (settings.default_whitelist.clone(), Value::Null, unix_now()),
         };
-        let direct = Pattern::parse(&format!("{DIRECT_PREFIX}{id}"), usize::MAX)
+        // Literal: the direct topic matches itself only, whatever characters the id holds.
+        let direct = Pattern::literal(&format!("{DIRECT_PREFIX}{id}"), usize::MAX)
             .expect("session ids are printable");
         Established {
             id: Arc::from(id),

@@ -6,6 +6,10 @@
 //! Both are 1..=`limits.max_topic_len` bytes of printable characters without whitespace; the
 //! types can only hold valid values.
 //!
+//! A literal pattern ([`Pattern::literal`]) matches its own text only, `*` included: a session's
+//! direct topic `rohrpost.client.<id>` is one, so that whatever characters an id holds, it can
+//! never receive another session's messages.
+//!
 //! Patterns are also Redis subscriptions: an exact pattern (no `*`) becomes a `SUBSCRIBE`, any
 //! other a `PSUBSCRIBE` of [`Pattern::redis_glob`], where Redis's own glob characters are escaped
 //! so that Redis matches exactly what Rohrpost matches.
@@ -70,40 +74,85 @@ impl fmt::Debug for Topic {
     }
 }
 
+/// The mark before a literal pattern's text where patterns travel as text (the embedded
+/// broker's wire): a space, which no pattern holds.
+const LITERAL_MARK: char = ' ';
+
 /// A valid whitelist pattern; cheap to clone.
 #[derive(Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Pattern(Arc<str>);
+pub struct Pattern {
+    text: Arc<str>,
+    /// Whether a `*` in `text` is literal; only ever true when `text` holds one, so that a
+    /// pattern without `*` is the same value however it was made.
+    literal_star: bool,
+}
 
 impl Pattern {
     pub fn parse(s: &str, max_len: usize) -> Result<Pattern, TopicError> {
         check(s, max_len)?;
-        Ok(Pattern(Arc::from(s)))
+        Ok(Pattern {
+            text: Arc::from(s),
+            literal_star: false,
+        })
+    }
+
+    /// The pattern matching exactly the topic `s`, whatever characters it has.
+    pub fn literal(s: &str, max_len: usize) -> Result<Pattern, TopicError> {
+        check(s, max_len)?;
+        Ok(Pattern {
+            text: Arc::from(s),
+            literal_star: s.contains('*'),
+        })
     }
 
     /// The pattern that matches exactly this topic.
     pub fn exact(topic: &Topic) -> Pattern {
-        Pattern(topic.0.clone())
+        Pattern {
+            text: topic.0.clone(),
+            literal_star: topic.0.contains('*'),
+        }
     }
 
     pub fn as_str(&self) -> &str {
-        &self.0
+        &self.text
     }
 
-    /// Whether the pattern has no wildcard (matches one topic only).
+    /// Whether the pattern matches one topic only (it has no wildcard, or is literal).
     pub fn is_exact(&self) -> bool {
-        !self.0.contains('*')
+        self.literal_star || !self.text.contains('*')
     }
 
-    /// Whether `topic` matches: `*` is any run of characters, everything else literal.
+    /// Whether `topic` matches: `*` is any run of characters (unless the pattern is literal),
+    /// everything else literal.
     pub fn matches(&self, topic: &str) -> bool {
-        glob_match(self.0.as_bytes(), topic.as_bytes())
+        if self.literal_star {
+            return &*self.text == topic;
+        }
+        glob_match(self.text.as_bytes(), topic.as_bytes())
+    }
+
+    /// The pattern as text where patterns travel as text: its text, marked when literal.
+    pub fn wire_name(&self) -> String {
+        if self.literal_star {
+            format!("{LITERAL_MARK}{}", self.text)
+        } else {
+            self.text.to_string()
+        }
+    }
+
+    /// The pattern [`Self::wire_name`] names.
+    pub fn from_wire_name(name: &str, max_len: usize) -> Result<Pattern, TopicError> {
+        match name.strip_prefix(LITERAL_MARK) {
+            Some(text) => Pattern::literal(text, max_len),
+            None => Pattern::parse(name, max_len),
+        }
     }
 
     /// The Redis `PSUBSCRIBE` glob matching the same channels: Redis's special characters
     /// `?`, `[`, `]` and `\` escaped, `*` kept.
     pub fn redis_glob(&self) -> String {
-        let mut out = String::with_capacity(self.0.len() + 4);
-        for c in self.0.chars() {
+        let mut out = String::with_capacity(self.text.len() + 4);
+        for c in self.text.chars() {
             if matches!(c, '?' | '[' | ']' | '\\') {
                 out.push('\\');
             }
@@ -115,13 +164,17 @@ impl Pattern {
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.0)
+        f.write_str(&self.text)
     }
 }
 
 impl fmt::Debug for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Pattern({:?})", &*self.0)
+        if self.literal_star {
+            write!(f, "Pattern::literal({:?})", &*self.text)
+        } else {
+            write!(f, "Pattern({:?})", &*self.text)
+        }
     }
 }
 
@@ -184,6 +237,22 @@ mod tests {
         assert_eq!(pat("a[bc]*").redis_glob(), "a\\[bc\\]*");
         assert_eq!(pat("a\\b").redis_glob(), "a\\\\b");
         assert_eq!(pat("chat.*").redis_glob(), "chat.*");
+    }
+
+    #[test]
+    fn literal_patterns_match_only_their_own_text() {
+        let direct = Pattern::literal("rohrpost.client.*", 256).unwrap();
+        assert!(direct.is_exact());
+        assert!(direct.matches("rohrpost.client.*"));
+        assert!(!direct.matches("rohrpost.client.abc"));
+        assert_ne!(direct, pat("rohrpost.client.*"));
+        // Without a `*` a literal pattern is the plain one.
+        assert_eq!(Pattern::literal("a.b", 256).unwrap(), pat("a.b"));
+        for p in [direct.clone(), pat("chat.*"), pat("a.b")] {
+            assert_eq!(Pattern::from_wire_name(&p.wire_name(), 256).unwrap(), p);
+        }
+        assert_eq!(direct.wire_name(), " rohrpost.client.*");
+        assert_eq!(pat("chat.*").wire_name(), "chat.*");
     }
 
     #[test]

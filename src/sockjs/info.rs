@@ -63,9 +63,9 @@ pub struct IframePage {
 
 impl IframePage {
     /// Renders the page that loads the SockJS client from `client_url`, laid out as
-    /// sockjs-node's: the script first, then `SockJS.bootstrap_iframe()` called directly (an
-    /// `_sockjs_onload` hook set before the script made Chromium open iframe transports ten
-    /// times slower). The URL is attribute-escaped so that a configured value cannot break out
+    /// sockjs-node's: the script first, then `SockJS.bootstrap_iframe()` called directly, not
+    /// through an `_sockjs_onload` hook set before it (a hook that only works if the client
+    /// build still calls it). The URL is attribute-escaped so that a configured value cannot break out
     /// of the `src` attribute.
     pub fn new(client_url: &str) -> Self {
         let src = escape_attribute(client_url);

@@ -12,8 +12,7 @@ const IFRAME_BEFORE_URL: &str = r#"<!DOCTYPE html>
   <script src=""#;
 
 /// The iframe page after the script url: sockjs-node's layout, the script first and then
-/// `SockJS.bootstrap_iframe()` called directly (an `_sockjs_onload` hook set before the
-/// script made Chromium open iframe transports ten times slower).
+/// `SockJS.bootstrap_iframe()` called directly (no `_sockjs_onload` hook before the script).
 const IFRAME_AFTER_URL: &str = r#""></script>
   <script>
     document.domain = document.domain;

@@ -139,7 +139,7 @@ pub struct LocalBroker {
     deliver: Recipient<BrokerMessage>,
     /// Told when the server is back after an outage ([`WatchRestored`]).
     restored: Option<Recipient<LinkRestored>>,
-    /// The subscriptions asked for, by pattern text (the form messages name them in).
+    /// The subscriptions asked for, by wire name (the form messages name them in).
     wanted: HashMap<String, Pattern>,
     link: Link,
     generation: u64,
@@ -181,7 +181,7 @@ impl LocalBroker {
             return false;
         };
         (patterns.iter())
-            .all(|p| connected.applied.contains(p) || !self.wanted.contains_key(p.as_str()))
+            .all(|p| connected.applied.contains(p) || !self.wanted.contains_key(&p.wire_name()))
     }
 
     /// Answers the waiting [`Confirm`](crate::broker::log::Confirm)s that are confirmed now.
@@ -387,7 +387,7 @@ impl LocalBroker {
             .cloned()
             .collect();
         let remove: Vec<Pattern> = (connected.applied.iter())
-            .filter(|p| !self.wanted.contains_key(p.as_str()))
+            .filter(|p| !self.wanted.contains_key(&p.wire_name()))
             .cloned()
             .collect();
         if add.is_empty() && remove.is_empty() {
@@ -537,7 +537,7 @@ impl LocalBroker {
 
 /// The request changing subscriptions by `add` and `remove`, given its id.
 fn subscriptions_request(add: &[Pattern], remove: &[Pattern]) -> impl FnOnce(u64) -> Request {
-    let names = |patterns: &[Pattern]| patterns.iter().map(|p| p.as_str().to_owned()).collect();
+    let names = |patterns: &[Pattern]| patterns.iter().map(Pattern::wire_name).collect();
     let (add, remove) = (names(add), names(remove));
     move |id| Request::Subscriptions { id, add, remove }
 }

@@ -281,7 +281,8 @@ impl LocalBrokerServer {
         let parse = |names: &[String]| -> Result<Vec<Pattern>, String> {
             (names.iter())
                 .map(|name| {
-                    Pattern::parse(name, MAX_NAME).map_err(|e| format!("subscription: {e}"))
+                    Pattern::from_wire_name(name, MAX_NAME)
+                        .map_err(|e| format!("subscription: {e}"))
                 })
                 .collect()
         };
@@ -332,7 +333,7 @@ impl LocalBrokerServer {
         let logged = position.map(|p| (p.epoch.to_string(), p.seq));
         for (pattern, clients) in self.subscriptions.matching(channel) {
             let message = Response::Message {
-                subscription: pattern.as_str().to_owned(),
+                subscription: pattern.wire_name(),
                 channel: channel.to_owned(),
                 logged: logged.clone(),
             };

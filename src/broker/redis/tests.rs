@@ -286,6 +286,22 @@ async fn redis_glob_characters_in_patterns_are_literal() {
     }
 }
 
+/// A literal subscription (a session's direct topic) is a `SUBSCRIBE` of its text: `*` in it
+/// matches `*` only.
+#[actix_rt::test]
+async fn literal_subscriptions_match_only_their_own_text() {
+    let mut h = Harness::connected(SHARED_REDIS).await;
+    let p = unique();
+    let literal = Pattern::literal(&format!("{p}client.a*"), DEFAULT_MAX_TOPIC_LEN).unwrap();
+    h.broker.do_send(Subscribe(literal.clone()));
+    h.settle().await;
+    h.publish(&format!("{p}client.abc"), "another session's")
+        .await;
+    h.publish(&format!("{p}client.a*"), "its own").await;
+    h.expect(&literal, &format!("{p}client.a*"), "its own")
+        .await;
+}
+
 #[actix_rt::test]
 async fn unsubscribe_stops_delivery() {
     let mut h = Harness::connected(SHARED_REDIS).await;

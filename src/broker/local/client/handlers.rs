@@ -1,6 +1,8 @@
 //! The [`LocalBroker`]'s message handlers: the broker interface, and the stream of frames from
 //! the server.
 
+use std::collections::hash_map::Entry;
+
 use actix::prelude::*;
 use bytes::Bytes;
 
@@ -76,9 +78,9 @@ impl Handler<Subscribe> for LocalBroker {
     type Result = ();
 
     fn handle(&mut self, Subscribe(pattern): Subscribe, ctx: &mut Context<Self>) {
-        if !self.wanted.contains_key(pattern.as_str()) {
+        if let Entry::Vacant(wanted) = self.wanted.entry(pattern.wire_name()) {
             log::debug!("local broker subscribe pattern={pattern}");
-            self.wanted.insert(pattern.as_str().to_owned(), pattern);
+            wanted.insert(pattern);
             self.sync(ctx);
         }
     }
@@ -88,7 +90,7 @@ impl Handler<Unsubscribe> for LocalBroker {
     type Result = ();
 
     fn handle(&mut self, Unsubscribe(pattern): Unsubscribe, ctx: &mut Context<Self>) {
-        if self.wanted.remove(pattern.as_str()).is_some() {
+        if self.wanted.remove(&pattern.wire_name()).is_some() {
             log::debug!("local broker unsubscribe pattern={pattern}");
             self.sync(ctx);
         }
@@ -238,7 +240,7 @@ impl Handler<Settled> for LocalBroker {
             Link::Up(connected) => {
                 !connected.syncing
                     && connected.applied.len() == self.wanted.len()
-                    && (connected.applied.iter()).all(|p| self.wanted.contains_key(p.as_str()))
+                    && (connected.applied.iter()).all(|p| self.wanted.contains_key(&p.wire_name()))
             }
             Link::Down { .. } => false,
         }

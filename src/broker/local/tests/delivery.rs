@@ -44,6 +44,25 @@ async fn glob_characters_other_than_star_are_literal() {
     }
 }
 
+/// A literal subscription (a session's direct topic) matches its own text only, `*` included,
+/// across the wire; a wildcard of the same text still matches as a wildcard.
+#[actix_rt::test]
+async fn literal_subscriptions_match_only_their_own_text() {
+    let dir = SocketDir::new();
+    let _server = dir.serve().await;
+    let mut h = Harness::connected(&dir.path()).await;
+    let literal = Pattern::literal("rohrpost.client.a*", DEFAULT_MAX_TOPIC_LEN).unwrap();
+    h.broker.do_send(Subscribe(literal.clone()));
+    h.settle().await;
+    h.publish("rohrpost.client.abc", "another session's").await;
+    h.publish("rohrpost.client.a*", "its own").await;
+    h.expect(&literal, "rohrpost.client.a*", "its own").await;
+    let wildcard = h.subscribe("rohrpost.client.a*").await;
+    h.publish("rohrpost.client.abc", "for the wildcard").await;
+    h.expect(&wildcard, "rohrpost.client.abc", "for the wildcard")
+        .await;
+}
+
 #[actix_rt::test]
 async fn overlapping_subscriptions_deliver_once_per_subscription() {
     let dir = SocketDir::new();
