@@ -53,22 +53,22 @@ fn options(prefix: &str, client_url: &str) -> SockjsOptions {
 
 /// Runs the conformance server until it is stopped.
 pub async fn run(args: TestServerArgs) -> anyhow::Result<()> {
-    let echo = Endpoint::new(options("/echo", &args.client_url), |_| Echo);
+    let echo = Endpoint::new(options("/echo", &args.client_url), |_, _| Echo);
     let no_ws = Endpoint::new(
         SockjsOptions {
             websocket: false,
             ..options("/disabled_websocket_echo", &args.client_url)
         },
-        |_| Echo,
+        |_, _| Echo,
     );
     let cookie = Endpoint::new(
         SockjsOptions {
             cookie_needed: true,
             ..options("/cookie_needed_echo", &args.client_url)
         },
-        |_| Echo,
+        |_, _| Echo,
     );
-    let close = Endpoint::new(options("/close", &args.client_url), |_| CloseAtOnce);
+    let close = Endpoint::new(options("/close", &args.client_url), |_, _| CloseAtOnce);
 
     let server = HttpServer::new(move || {
         App::new()

@@ -6,12 +6,14 @@
 //!
 //! The crate is laid out by concern:
 //! - [`config`]: the typed, validated configuration (file, environment, defaults);
+//! - [`auth`]: connect-time authentication (tokens in the hello, the connect hook);
 //! - [`sockjs`]: a complete SockJS 0.3.3 server — one session actor per SockJS session whatever
 //!   the transport, with the application hung on it as a [`sockjs::SessionHandler`];
 //! - [`worker`]: one worker process serving the SockJS endpoint;
 //! - [`echo`]: the SockJS conformance server (`rohrpost sockjs-test-server`);
 //! - [`tls`]: rustls setup and development certificates.
 
+pub mod auth;
 pub mod bench;
 pub mod broker;
 pub mod cluster;

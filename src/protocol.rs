@@ -1,13 +1,16 @@
 //! Rohrpost's wire protocol: what clients and backends send, and what they get.
 //!
 //! Every client message is one SockJS message holding JSON:
-//! - the handshake, first: `{"hello": 1}` or `{"hello": 1, "resume": "<token>", "since"?: pos}`
-//!   (or, in legacy mode, a bare non-JSON string naming the session);
-//! - then envelopes `{"topic": string, "data": any JSON value, "id"?: string}`.
+//! - the handshake, first: `{"hello": 1}` or `{"hello": 1, "resume": "<token>", "since"?: pos}`,
+//!   either with `"token": "<JWT>"` when the client authenticates (or, in legacy mode, a bare
+//!   non-JSON string naming the session);
+//! - then envelopes `{"topic": string, "data": any JSON value, "id"?: string}`, and
+//!   `{"refresh": "<JWT>"}` to replace a token before it expires.
 //!
 //! The server answers the handshake on topic [`WELCOME_TOPIC`], acknowledges messages that carry
 //! an id on [`ACK_TOPIC`], reports problems on [`ERROR_TOPIC`] as `{"code", "message", "topic"?,
-//! "id"?}`, tells how far a session is caught up on [`POSITION_TOPIC`], and passes backend
+//! "id"?}`, tells how far a session is caught up on [`POSITION_TOPIC`], confirms a refresh on
+//! [`REFRESHED_TOPIC`], and passes backend
 //! messages on as envelopes (with `"pos"` when they came through the publication log).
 //! Backends publish [`BackendMessage`]s: `{"data"?, "topic"?, "add"?, "remove"?, "sessionData"?}`.
 
@@ -27,6 +30,8 @@ pub const DIRECT_PREFIX: &str = "rohrpost.client.";
 pub const ACK_TOPIC: &str = "rohrpost.ack";
 /// Topic of position notices: `{"pos", "recovered"?: false}`.
 pub const POSITION_TOPIC: &str = "rohrpost.pos";
+/// Topic of the answer to a refresh: `{"exp"}`, the new token's expiry (Unix seconds).
+pub const REFRESHED_TOPIC: &str = "rohrpost.refreshed";
 /// The longest client message id, in bytes.
 pub const MAX_MESSAGE_ID: usize = 128;
 
@@ -44,6 +49,11 @@ pub enum ErrorCode {
     BackendUncertain,
     BackendTimeout,
     BackendError,
+    /// The session was refused (bad token, none where required, the connect hook said no), or
+    /// a refresh was.
+    Unauthorized,
+    /// The connect hook could not be asked: try again later.
+    AuthUnavailable,
 }
 
 impl ErrorCode {
@@ -61,6 +71,8 @@ impl ErrorCode {
             ErrorCode::BackendUncertain => "backend_uncertain",
             ErrorCode::BackendTimeout => "backend_timeout",
             ErrorCode::BackendError => "backend_error",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::AuthUnavailable => "auth_unavailable",
         }
     }
 }
@@ -162,8 +174,22 @@ pub enum Hello {
     Legacy(String),
 }
 
+/// The first message of a session, with the client's credential.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Handshake {
+    pub hello: Hello,
+    /// `"token"`: a JWT (or whatever the connect hook understands).
+    pub token: Option<String>,
+}
+
+impl From<Hello> for Handshake {
+    fn from(hello: Hello) -> Self {
+        Handshake { hello, token: None }
+    }
+}
+
 /// Parses the handshake. `legacy` allows the 0.x bare-string form.
-pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
+pub fn parse_hello(message: &str, legacy: bool) -> Result<Handshake, ClientError> {
     let required = || {
         ClientError::new(
             ErrorCode::HandshakeRequired,
@@ -182,7 +208,7 @@ pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
                     .chars()
                     .all(|c| c.is_ascii_graphic() && c != '"' && c != '*');
             return if valid {
-                Ok(Hello::Legacy(id))
+                Ok(Hello::Legacy(id).into())
             } else {
                 Err(required())
             };
@@ -205,17 +231,42 @@ pub fn parse_hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
             ))
         }
     };
-    match object.get("resume") {
-        None | Some(Value::Null) => Ok(Hello::New),
-        Some(Value::String(token)) => Ok(Hello::Resume {
+    let token = match object.get("token") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(token)) => Some(token.clone()),
+        Some(_) => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidMessage,
+                "\"token\" must be a string (a JWT)",
+            ))
+        }
+    };
+    let hello = match object.get("resume") {
+        None | Some(Value::Null) => Hello::New,
+        Some(Value::String(token)) => Hello::Resume {
             token: token.clone(),
             since,
-        }),
-        Some(_) => Err(ClientError::new(
-            ErrorCode::InvalidMessage,
-            "\"resume\" must be the token string from rohrpost.welcome",
-        )),
+        },
+        Some(_) => {
+            return Err(ClientError::new(
+                ErrorCode::InvalidMessage,
+                "\"resume\" must be the token string from rohrpost.welcome",
+            ))
+        }
+    };
+    Ok(Handshake { hello, token })
+}
+
+/// The token of a refresh, `{"refresh": "<JWT>"}`, if `message` is one (it is no envelope: look
+/// here only once [`parse_envelope`] refused it).
+pub fn parse_refresh(message: &str) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Refresh {
+        refresh: String,
     }
+    serde_json::from_str::<Refresh>(message)
+        .ok()
+        .map(|r| r.refresh)
 }
 
 /// A client message after the handshake.
@@ -340,48 +391,72 @@ pub struct ClientPayload<'a> {
 mod tests {
     use super::*;
 
+    fn hello(message: &str, legacy: bool) -> Result<Hello, ClientError> {
+        parse_hello(message, legacy).map(|h| h.hello)
+    }
+
     #[test]
     fn hello_forms() {
-        assert_eq!(parse_hello(r#"{"hello":1}"#, false), Ok(Hello::New));
+        assert_eq!(hello(r#"{"hello":1}"#, false), Ok(Hello::New));
         assert_eq!(
-            parse_hello(r#"{"hello":1,"resume":"t"}"#, false),
+            hello(r#"{"hello":1,"resume":"t"}"#, false),
             Ok(Hello::Resume {
                 token: "t".into(),
                 since: None
             })
         );
         assert_eq!(
-            parse_hello(r#"{"hello":1,"resume":"t","since":"e:4"}"#, false),
+            hello(r#"{"hello":1,"resume":"t","since":"e:4"}"#, false),
             Ok(Hello::Resume {
                 token: "t".into(),
                 since: Some("e:4".into())
             })
         );
         assert_eq!(
-            parse_hello(r#"{"hello":1,"resume":"t","since":4}"#, false)
+            hello(r#"{"hello":1,"resume":"t","since":4}"#, false)
                 .unwrap_err()
                 .code,
             ErrorCode::InvalidMessage
         );
         assert_eq!(
-            parse_hello(r#"{"topic":"x"}"#, false).unwrap_err().code,
+            hello(r#"{"topic":"x"}"#, false).unwrap_err().code,
             ErrorCode::HandshakeRequired
         );
         assert_eq!(
-            parse_hello("abc.def", false).unwrap_err().code,
+            hello("abc.def", false).unwrap_err().code,
             ErrorCode::HandshakeRequired
         );
-        assert_eq!(
-            parse_hello("abc.def", true),
-            Ok(Hello::Legacy("abcdef".into()))
-        );
+        assert_eq!(hello("abc.def", true), Ok(Hello::Legacy("abcdef".into())));
         for wildcard in ["*", "a*", "*.x", "ab*cd"] {
             assert_eq!(
-                parse_hello(wildcard, true).unwrap_err().code,
+                hello(wildcard, true).unwrap_err().code,
                 ErrorCode::HandshakeRequired,
                 "{wildcard:?}"
             );
         }
+    }
+
+    #[test]
+    fn hello_carries_a_token_and_refresh_is_its_own_message() {
+        let h = parse_hello(r#"{"hello":1,"token":"a.b.c"}"#, false).unwrap();
+        assert_eq!(h.hello, Hello::New);
+        assert_eq!(h.token.as_deref(), Some("a.b.c"));
+        let h = parse_hello(r#"{"hello":1,"resume":"t","token":"a.b.c"}"#, false).unwrap();
+        assert!(matches!(h.hello, Hello::Resume { .. }));
+        assert_eq!(h.token.as_deref(), Some("a.b.c"));
+        assert_eq!(parse_hello(r#"{"hello":1}"#, false).unwrap().token, None);
+        assert_eq!(
+            parse_hello(r#"{"hello":1,"token":7}"#, false)
+                .unwrap_err()
+                .code,
+            ErrorCode::InvalidMessage
+        );
+        assert_eq!(
+            parse_refresh(r#"{"refresh":"a.b.c"}"#).as_deref(),
+            Some("a.b.c")
+        );
+        assert_eq!(parse_refresh(r#"{"refresh":7}"#), None);
+        assert_eq!(parse_refresh(r#"{"topic":"x"}"#), None);
     }
 
     #[test]

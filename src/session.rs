@@ -8,6 +8,11 @@
 //!
 //! The session record (whitelist, data, created) lives in the broker's store with a TTL that is
 //! refreshed while the session is connected, so the session can be resumed on any worker.
+//!
+//! Between the hello and the join, [`auth`] admits the session (its token, the connect hook)
+//! or refuses it, and later closes it when its token expires unless refreshed.
+
+mod auth;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,14 +34,15 @@ use crate::http_backend::{rule_for, HttpBackend, HttpCall};
 use crate::metrics::{self, DropReason, Path};
 use crate::pending;
 use crate::protocol::{
-    ack, envelope, parse_envelope, parse_hello, BackendMessage, ClientError, ClientPayload,
-    ErrorCode, Hello, ACK_TOPIC, DIRECT_PREFIX, ERROR_TOPIC, POSITION_TOPIC, WELCOME_TOPIC,
+    ack, envelope, parse_envelope, parse_hello, parse_refresh, BackendMessage, ClientError,
+    ClientPayload, ErrorCode, Handshake, Hello, ACK_TOPIC, DIRECT_PREFIX, ERROR_TOPIC,
+    POSITION_TOPIC, WELCOME_TOPIC,
 };
 use crate::rate_limit::{TokenBucket, Verdict};
 use crate::recovery::{CatchUp, CatchUpAnswer, Recovery};
 use crate::resume::{new_session_id, TokenKey};
 use crate::router::{Deliver, Join, Leave, Progress, Router, SessionKey, SetPatterns};
-use crate::sockjs::{CloseCause, Session, SessionCtx, SessionHandler};
+use crate::sockjs::{CloseCause, Opening, Session, SessionCtx, SessionHandler};
 use crate::topics::{Pattern, Topic};
 
 /// Close code and reason for a session that never said hello.
@@ -83,6 +89,8 @@ pub struct SessionSettings {
     pub tokens: TokenKey,
     /// `history.enabled`: sessions get positions and recover, HTTP answers go through the log.
     pub history: bool,
+    /// `[auth]` and `[hooks]`: tokens and the connect hook.
+    pub auth: crate::auth::Auth,
 }
 
 impl SessionSettings {
@@ -99,6 +107,7 @@ impl SessionSettings {
             http_rules: Arc::new(config.http_topics.clone()),
             tokens,
             history: config.history.enabled,
+            auth: crate::auth::Auth::from_config(config),
         }
     }
 }
@@ -109,6 +118,9 @@ struct Record {
     whitelist: Vec<String>,
     data: Value,
     created: u64,
+    /// The token the session is bound to, if it was admitted with one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    token: Option<auth::Bound>,
 }
 
 /// A session after its handshake.
@@ -128,6 +140,8 @@ struct Established {
     held: Option<VecDeque<Deliver>>,
     /// Whether the held messages overflowed (some were dropped).
     overflowed: bool,
+    /// The token it was admitted with: it closes when that expires, unless refreshed.
+    bound: Option<auth::Bound>,
 }
 
 impl Established {
@@ -156,11 +170,39 @@ impl Established {
             told: None,
             held: None,
             overflowed: false,
+            bound: None,
         }
     }
 
     fn allows(&self, topic: &str) -> bool {
         self.whitelist.iter().any(|p| p.matches(topic))
+    }
+
+    /// Applies `message`'s `add`, `remove` and `sessionData` here (the router is the caller's).
+    fn change(&mut self, message: &BackendMessage) -> Changes {
+        let mut added = Vec::new();
+        for p in &message.add {
+            match Pattern::parse(p, usize::MAX) {
+                Ok(p) if !self.whitelist.contains(&p) => {
+                    self.whitelist.push(p.clone());
+                    added.push(p);
+                }
+                Ok(_) => {}
+                Err(e) => debug!("backend pattern ignored pattern={p:?} reason={e}"),
+            }
+        }
+        let before = self.whitelist.len();
+        self.whitelist
+            .retain(|p| !message.remove.iter().any(|r| r == p.as_str()));
+        let removed = self.whitelist.len() != before;
+        if let Some(data) = &message.session_data {
+            self.data = data.clone();
+        }
+        Changes {
+            added,
+            removed,
+            data: message.session_data.is_some(),
+        }
     }
 
     /// Whether the router would hand a message on `channel` to this session.
@@ -180,6 +222,7 @@ impl Established {
             whitelist: self.whitelist.iter().map(|p| p.to_string()).collect(),
             data: self.data.clone(),
             created: self.created,
+            token: self.bound.clone(),
         };
         Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
     }
@@ -197,12 +240,23 @@ impl Established {
     }
 }
 
+/// What [`Established::change`] changed.
+struct Changes {
+    added: Vec<Pattern>,
+    removed: bool,
+    data: bool,
+}
+
 /// How a session is being started.
 struct Start {
     resumed: bool,
     legacy: bool,
     /// On a resume: the position the client asked to recover from (unparsable: `Err`).
     since: Option<Result<Position, ()>>,
+    /// What its token and the connect hook grant, applied in order before the join.
+    grants: Vec<BackendMessage>,
+    /// The token it is admitted with.
+    bound: Option<auth::Bound>,
 }
 
 impl Start {
@@ -212,6 +266,8 @@ impl Start {
             resumed: false,
             legacy: false,
             since: None,
+            grants: Vec::new(),
+            bound: None,
         }
     }
 }
@@ -221,6 +277,10 @@ enum Phase {
     AwaitingHello,
     /// Loading the record of a resumed session; client messages wait.
     Resuming {
+        pending: Vec<String>,
+    },
+    /// Asking the connect hook whether the session may start; client messages wait.
+    Admitting {
         pending: Vec<String>,
     },
     /// Waiting for the broker to confirm the session's subscriptions and for the log read;
@@ -249,6 +309,8 @@ pub struct RohrpostSession {
     nonce: String,
     /// Closed because another connection resumed the session: it owns the record now.
     taken_over: bool,
+    /// The hello's credential, the opening request (for the connect hook), the token's expiry.
+    auth: auth::SessionAuth,
 }
 
 type Ctx<'a> = SessionCtx<'a, RohrpostSession>;
@@ -260,13 +322,15 @@ fn unix_now() -> u64 {
 }
 
 impl RohrpostSession {
-    pub fn new(services: Arc<Services>) -> Self {
+    /// The session handler for a SockJS session opened by `opening`.
+    pub fn new(services: Arc<Services>, opening: &Opening) -> Self {
         static NEXT_KEY: AtomicU64 = AtomicU64::new(1);
         let bucket = TokenBucket::new(
             services.settings.messages_per_second,
             services.settings.burst,
         );
         RohrpostSession {
+            auth: auth::SessionAuth::new(&services.settings.auth, opening),
             bucket,
             services,
             key: NEXT_KEY.fetch_add(1, Ordering::Relaxed),
@@ -304,12 +368,14 @@ impl RohrpostSession {
     }
 
     fn hello(&mut self, message: String, s: &mut Ctx<'_>) {
-        let hello = match parse_hello(&message, self.settings().legacy_handshake) {
-            Ok(hello) => hello,
-            Err(e) => return self.error(e, s),
-        };
+        let Handshake { hello, token } =
+            match parse_hello(&message, self.settings().legacy_handshake) {
+                Ok(handshake) => handshake,
+                Err(e) => return self.error(e, s),
+            };
+        self.auth.credential = token;
         match hello {
-            Hello::New => self.join(&new_session_id(), None, Start::fresh(), s),
+            Hello::New => self.admit(new_session_id(), None, Start::fresh(), s),
             Hello::Resume { token, since } => match self.settings().tokens.verify(&token) {
                 Some(id) => {
                     let since = since.map(|p| Position::parse(&p).ok_or(()));
@@ -317,7 +383,7 @@ impl RohrpostSession {
                 }
                 None => {
                     debug!("resume token refused sockjs={}", s.id());
-                    self.join(&new_session_id(), None, Start::fresh(), s)
+                    self.admit(new_session_id(), None, Start::fresh(), s)
                 }
             },
             Hello::Legacy(id) => self.load(id, true, None, s),
@@ -360,11 +426,13 @@ impl RohrpostSession {
                                 resumed: true,
                                 legacy,
                                 since,
+                                grants: Vec::new(),
+                                bound: None,
                             };
-                            h.join(&id, record, start, s);
+                            h.admit(id, record, start, s);
                         } else {
                             // Expired or unknown: a new session, never the old id without its record.
-                            h.join(&new_session_id(), None, Start::fresh(), s);
+                            h.admit(new_session_id(), None, Start::fresh(), s);
                         }
                     })
                 },
@@ -378,10 +446,14 @@ impl RohrpostSession {
             s.context().cancel_future(timer);
         }
         let pending = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Resuming { pending } => pending,
+            Phase::Resuming { pending } | Phase::Admitting { pending } => pending,
             _ => Vec::new(),
         };
-        let session = Established::new(id, record, self.settings());
+        let mut session = Established::new(id, record, self.settings());
+        for grant in &start.grants {
+            session.change(grant);
+        }
+        session.bound = start.bound.clone();
         let address = s.context().address();
         let joined = self.services.router.send(Join {
             key: self.key,
@@ -399,6 +471,7 @@ impl RohrpostSession {
             start,
             pending,
         };
+        self.arm_expiry(s);
         let history = self.settings().history;
         let recovery = self.services.recovery.clone();
         let sockjs = s.id().to_owned();
@@ -652,7 +725,12 @@ impl RohrpostSession {
         }
         let envelope = match parse_envelope(&message, settings.max_topic_len) {
             Ok(e) => e,
-            Err(e) => return self.error(e, s),
+            Err(e) => {
+                return match parse_refresh(&message) {
+                    Some(token) => self.refresh(&token, s),
+                    None => self.error(e, s),
+                }
+            }
         };
         let topic = envelope.topic;
         if !session.allows(topic.as_str()) {
@@ -891,27 +969,11 @@ impl RohrpostSession {
             }
             return;
         }
-        let mut added = Vec::new();
-        for p in &message.add {
-            match Pattern::parse(p, usize::MAX) {
-                Ok(p) if !session.whitelist.contains(&p) => {
-                    session.whitelist.push(p.clone());
-                    added.push(p);
-                }
-                Ok(_) => {}
-                Err(e) => debug!("backend pattern ignored pattern={p:?} reason={e}"),
-            }
-        }
-        let before = session.whitelist.len();
-        session
-            .whitelist
-            .retain(|p| !message.remove.iter().any(|r| r == p.as_str()));
-        let removed = session.whitelist.len() != before;
-        let mut changed_data = false;
-        if let Some(data) = &message.session_data {
-            session.data = data.clone();
-            changed_data = true;
-        }
+        let Changes {
+            added,
+            removed,
+            data: changed_data,
+        } = session.change(message);
         if !added.is_empty() || removed {
             let set = SetPatterns {
                 key: self.key,
@@ -1071,7 +1133,9 @@ impl SessionHandler for RohrpostSession {
     fn on_message(&mut self, message: String, s: &mut Ctx<'_>) {
         match &mut self.phase {
             Phase::AwaitingHello => self.hello(message, s),
-            Phase::Resuming { pending } | Phase::Joining { pending, .. } => {
+            Phase::Resuming { pending }
+            | Phase::Admitting { pending }
+            | Phase::Joining { pending, .. } => {
                 if pending.len() < MAX_PENDING {
                     pending.push(message);
                 } else {

@@ -77,6 +77,25 @@ pub enum ConfigError {
     Tls(String),
     #[error("config key `{key}`: must not be empty")]
     Empty { key: &'static str },
+    #[error("config key `{key}`: file {path} {reason}")]
+    AuthKey {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("config key `auth.hs256_secret`: {reason}")]
+    AuthSecret { reason: String },
+    #[error(
+        "config key `auth.required`: no way to authenticate; set `auth.hs256_secret`, \
+         `auth.rs256_public_keys` or `auth.es256_public_keys`, or `hooks.connect_url`"
+    )]
+    AuthRequiredWithoutMeans,
+    #[error("config key `{key}`: {value:?} is not a duration of at most {max} (e.g. \"30s\")")]
+    DurationAtMost {
+        key: &'static str,
+        value: String,
+        max: String,
+    },
 }
 
 /// Every problem found in one configuration; printed one per line.

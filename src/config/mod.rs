@@ -12,6 +12,7 @@
 //! trips over. [`RawConfig::validate`] then turns it into a [`Config`], the only form the rest of
 //! the program sees: a `Config` always holds valid values.
 
+mod auth;
 mod error;
 mod raw;
 mod validate;
@@ -23,6 +24,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::topics::Pattern;
 
+pub use auth::{AuthConfig, ConnectOnError, HooksConfig, RawAuth, RawHooks};
 pub use error::{ConfigError, ConfigErrors};
 pub use raw::*;
 
@@ -50,6 +52,8 @@ pub struct Config {
     pub api: ApiConfig,
     pub cluster: ClusterConfig,
     pub history: HistoryConfig,
+    pub auth: AuthConfig,
+    pub hooks: HooksConfig,
 }
 
 /// `[history]`: the publication log every logged publish goes through, from which resumed
@@ -215,6 +219,8 @@ impl Config {
                 .separator("__")
                 .list_separator(",")
                 .with_list_parse_key("sessions.default_whitelist")
+                .with_list_parse_key("auth.rs256_public_keys")
+                .with_list_parse_key("auth.es256_public_keys")
                 .try_parsing(true),
         );
         let merged = builder
@@ -323,6 +329,8 @@ impl Config {
                 size: self.history.size as i64,
                 ttl: format_duration(self.history.ttl),
             },
+            auth: self.auth.to_raw(),
+            hooks: self.hooks.to_raw(),
             api: RawApi {
                 // Never print a secret.
                 key: self

@@ -4,7 +4,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::BrokerKind;
+use super::{BrokerKind, RawAuth, RawHooks};
 
 /// The configuration as written in the file: the serde form of [`Config`].
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -23,6 +23,8 @@ pub struct RawConfig {
     pub api: RawApi,
     pub cluster: RawCluster,
     pub history: RawHistory,
+    pub auth: RawAuth,
+    pub hooks: RawHooks,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

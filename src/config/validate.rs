@@ -220,9 +220,7 @@ impl RawConfig {
                 })
                 .ok();
             let url = rule.url.trim_end_matches('/').to_string();
-            let url_ok = url.parse::<actix_web::http::Uri>().is_ok_and(|u| {
-                matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some()
-            });
+            let url_ok = http_url(&url);
             if !url_ok {
                 errors.push(ConfigError::HttpUrl {
                     key: key("url"),
@@ -256,6 +254,9 @@ impl RawConfig {
                 });
             }
         }
+
+        let hooks = self.hooks.validate(&mut errors);
+        let auth = self.auth.validate(self.hooks.connect_on(), &mut errors);
 
         let prefix = self.sockjs.prefix.trim_end_matches('/').to_string();
         if !self.sockjs.prefix.starts_with('/') {
@@ -390,6 +391,8 @@ impl RawConfig {
                 size: history_size as usize,
                 ttl: history_ttl,
             },
+            auth,
+            hooks,
         })
     }
 }
@@ -410,7 +413,13 @@ fn checked_range(
     }
 }
 
-fn duration(errors: &mut Vec<ConfigError>, key: &'static str, value: &str) -> Duration {
+/// Whether `url` is an `http://` or `https://` URL with a host.
+pub(super) fn http_url(url: &str) -> bool {
+    url.parse::<actix_web::http::Uri>()
+        .is_ok_and(|u| matches!(u.scheme_str(), Some("http" | "https")) && u.host().is_some())
+}
+
+pub(super) fn duration(errors: &mut Vec<ConfigError>, key: &'static str, value: &str) -> Duration {
     match humantime::parse_duration(value.trim()) {
         Ok(d) if !d.is_zero() => d,
         Ok(_) => {

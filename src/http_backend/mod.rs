@@ -23,6 +23,9 @@
 //! request headers (they may replace `Content-Type`). Redirects are not followed (a 3xx is an
 //! error); `https` backends are verified against the system's CA bundle. A 2xx answer is either empty (nothing to tell the client) or a JSON object;
 //! anything else is an error. Header values never reach the log: they often hold tokens.
+//!
+//! Rohrpost's own hooks (the connect hook) send a [`Post`] to the same actor: one client, one
+//! pool, one `http.max_in_flight` bound and one TLS trust for every request a worker makes.
 
 use std::cell::Cell;
 use std::future::ready;
@@ -51,6 +54,10 @@ pub const MAX_ANSWER_BYTES: usize = 1024 * 1024;
 /// Longest wait for a TCP connection (and, for `https`, the TLS handshake) to a backend. A
 /// rule's own, shorter `timeout` still wins: it bounds the whole request.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The `User-Agent` of every request Rohrpost makes to a backend or hook (a rule's `headers`
+/// may replace it).
+const USER_AGENT: &str = concat!("rohrpost/", env!("CARGO_PKG_VERSION"));
 
 /// Characters of a topic sent as they are; every other byte is percent-encoded, so the topic
 /// is always exactly one path segment.
@@ -170,7 +177,7 @@ impl Target {
 }
 
 /// `scheme://user:pass@host/path` → `scheme://host/path`: passwords stay out of the log.
-fn without_user_info(url: &str) -> String {
+pub(crate) fn without_user_info(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_string();
     };
@@ -349,10 +356,7 @@ impl HttpBackend {
             .post(url)
             .timeout(rule.timeout)
             .insert_header((header::CONTENT_TYPE, "application/json"))
-            .insert_header((
-                header::USER_AGENT,
-                concat!("rohrpost/", env!("CARGO_PKG_VERSION")),
-            ));
+            .insert_header((header::USER_AGENT, USER_AGENT));
         for (name, value) in &rule.headers {
             request = request.insert_header((name.as_str(), value.as_str()));
         }
@@ -483,6 +487,10 @@ fn json_kind(value: &Value) -> &'static str {
         Value::Object(_) => "object",
     }
 }
+
+mod post;
+
+pub use post::{Post, Reply};
 
 #[cfg(test)]
 mod tests;

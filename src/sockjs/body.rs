@@ -19,6 +19,7 @@ use log::debug;
 
 use super::frames::{parse_send_body, quote_script, Frame, FrameKind};
 use super::headers::{self, Cors};
+use super::opening::Opening;
 use super::receiver::{self, FrameStream, ReceiverKind};
 use super::registry::{Lookup, Receive};
 use super::session::ClientMessages;
@@ -100,11 +101,12 @@ pub async fn receive(
 ) -> HttpResponse {
     let (receiver, mut frames) = receiver::channel(transport.kind);
     let refusal_tx = receiver.tx.clone();
-    let address = req.peer_addr().map(|a| a.ip());
+    let opening = Opening::of(req);
+    let address = opening.address;
     let receive = Receive {
         id: id.clone(),
         receiver,
-        address,
+        opening,
     };
     match endpoint.registry().send(receive).await {
         Ok(Ok(handle)) => frames.set_session(handle.detach),

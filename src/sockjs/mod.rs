@@ -7,7 +7,8 @@
 //!
 //! Module map: [`frames`] (frame encoding and escaping), [`session`] (the session actor and
 //! handler interface), [`receiver`] (how transports attach), [`registry`] (session ids to actors),
-//! [`admission`] (how many sessions the endpoint and each client address may hold), [`routes`]
+//! [`admission`] (how many sessions the endpoint and each client address may hold),
+//! [`opening`] (the request that opened a session, handed to its handler), [`routes`]
 //! (URL parsing and dispatch), [`headers`] (CORS, caching, cookies), [`info`] (greeting,
 //! `/info`, iframe), [`body`] (HTTP receiving responses), and one file per transport family:
 //! [`xhr`], [`streaming`], [`jsonp`], [`websocket`].
@@ -18,6 +19,7 @@ pub mod frames;
 pub mod headers;
 pub mod info;
 pub mod jsonp;
+pub mod opening;
 pub mod options;
 pub mod receiver;
 pub mod registry;
@@ -32,6 +34,7 @@ use std::sync::{Arc, OnceLock};
 use actix::prelude::*;
 use actix_web::{web, Scope};
 
+pub use opening::Opening;
 pub use options::SockjsOptions;
 pub use session::{CloseCause, Session, SessionCtx, SessionHandle, SessionHandler};
 
@@ -41,7 +44,9 @@ use session::Lifetime;
 
 /// Starts a websocket-bound session with its one receiver; it reports its end to the registry.
 pub type ConnectionFactory = Arc<
-    dyn Fn(Arc<str>, Receiver, Recipient<session::SessionGone>, u64) -> SessionHandle + Send + Sync,
+    dyn Fn(Arc<str>, Receiver, Recipient<session::SessionGone>, u64, &Opening) -> SessionHandle
+        + Send
+        + Sync,
 >;
 
 /// One SockJS endpoint: its options, its session registry and how to make session handlers.
@@ -61,11 +66,12 @@ pub struct EndpointInner {
 }
 
 impl EndpointInner {
-    /// Starts a websocket session and has the registry track it.
-    fn start_connection(&self, id: Arc<str>, first: Receiver) -> SessionHandle {
+    /// Starts a websocket session (opened by `opening`) and has the registry track it.
+    fn start_connection(&self, id: Arc<str>, first: Receiver, opening: &Opening) -> SessionHandle {
         let registry = self.registry();
         let token = registry::next_token();
-        let handle = (self.connection_factory)(id, first, registry.clone().recipient(), token);
+        let gone = registry.clone().recipient();
+        let handle = (self.connection_factory)(id, first, gone, token, opening);
         registry.do_send(registry::TrackConnection {
             token,
             handle: handle.clone(),
@@ -83,19 +89,20 @@ impl EndpointInner {
 }
 
 impl Endpoint {
-    /// An endpoint whose sessions run handlers made by `make_handler` (given the session id).
+    /// An endpoint whose sessions run handlers made by `make_handler` (given the session id and
+    /// the request that opened the session).
     pub fn new<H, F>(options: SockjsOptions, make_handler: F) -> Self
     where
         H: SessionHandler,
-        F: Fn(&str) -> H + Send + Sync + 'static,
+        F: Fn(&str, &Opening) -> H + Send + Sync + 'static,
     {
         let options = Arc::new(options);
         let make_handler = Arc::new(make_handler);
 
         let opts = options.clone();
         let make = make_handler.clone();
-        let factory: SessionFactory = Arc::new(move |id, first, gone, token| {
-            let handler = make(&id);
+        let factory: SessionFactory = Arc::new(move |id, first, gone, token, opening| {
+            let handler = make(&id, opening);
             let addr = Session::start(
                 id,
                 opts.clone(),
@@ -108,18 +115,19 @@ impl Endpoint {
         });
 
         let opts = options.clone();
-        let connection_factory: ConnectionFactory = Arc::new(move |id, first, gone, token| {
-            let handler = make_handler(&id);
-            let addr = Session::start(
-                id,
-                opts.clone(),
-                Lifetime::Connection,
-                first,
-                handler,
-                Some((gone, token)),
-            );
-            SessionHandle::from(&addr)
-        });
+        let connection_factory: ConnectionFactory =
+            Arc::new(move |id, first, gone, token, opening| {
+                let handler = make_handler(&id, opening);
+                let addr = Session::start(
+                    id,
+                    opts.clone(),
+                    Lifetime::Connection,
+                    first,
+                    handler,
+                    Some((gone, token)),
+                );
+                SessionHandle::from(&addr)
+            });
 
         Endpoint {
             inner: Arc::new(EndpointInner {

@@ -8,13 +8,13 @@
 //! worker tells each client to reconnect elsewhere).
 
 use std::collections::HashMap;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use actix::prelude::*;
 
 use super::admission::{Admission, Pass, Refusal};
+use super::opening::Opening;
 use super::receiver::Receiver;
 use super::session::{Attach, CloseSession, SessionGone, SessionHandle};
 
@@ -24,9 +24,13 @@ pub fn next_token() -> u64 {
     NEXT.fetch_add(1, Ordering::Relaxed)
 }
 
-/// Creates a session actor for an id with its first receiver; `gone` must be told when it stops.
-pub type SessionFactory =
-    Arc<dyn Fn(Arc<str>, Receiver, Recipient<SessionGone>, u64) -> SessionHandle + Send + Sync>;
+/// Creates a session actor for an id with its first receiver and the request that opened it;
+/// `gone` must be told when it stops.
+pub type SessionFactory = Arc<
+    dyn Fn(Arc<str>, Receiver, Recipient<SessionGone>, u64, &Opening) -> SessionHandle
+        + Send
+        + Sync,
+>;
 
 /// The registry actor of one endpoint.
 pub struct Registry {
@@ -53,14 +57,14 @@ impl Actor for Registry {
     type Context = Context<Self>;
 }
 
-/// A receiving request: attach to session `id`, creating it if unknown and if the client at
-/// `address` may open one more session.
+/// A receiving request: attach to session `id`, creating it (opened by this request) if unknown
+/// and if the client at `opening.address` may open one more session.
 #[derive(Message)]
 #[rtype(result = "Result<SessionHandle, Refusal>")]
 pub struct Receive {
     pub id: Arc<str>,
     pub receiver: Receiver,
-    pub address: Option<IpAddr>,
+    pub opening: Opening,
 }
 
 /// A sending request: the session `id`, if it exists.
@@ -99,13 +103,14 @@ impl Handler<Receive> for Registry {
             handle.attach.do_send(Attach(msg.receiver));
             return Ok(handle.clone());
         }
-        let pass = self.admission.admit(msg.address)?;
+        let pass = self.admission.admit(msg.opening.address)?;
         let token = next_token();
         let handle = (self.factory)(
             msg.id.clone(),
             msg.receiver,
             ctx.address().recipient(),
             token,
+            &msg.opening,
         );
         self.sessions.insert(msg.id, (handle.clone(), token, pass));
         Ok(handle)

@@ -18,6 +18,7 @@ use log::debug;
 use super::admission::{Pass, Refusal};
 use super::frames::{parse_client_payload, Frame, FrameKind, PayloadShape};
 use super::headers::TEXT_PLAIN;
+use super::opening::Opening;
 use super::receiver::{self, FrameStream, ReceiverKind};
 use super::session::{ClientMessages, SessionHandle};
 use super::EndpointInner;
@@ -43,6 +44,7 @@ pub fn start(
     let max = endpoint.options.max_frame_bytes;
     let admitted = endpoint.admission.admit(req.peer_addr().map(|a| a.ip()));
     let transport = WsTransport {
+        opening: Some(Opening::of(req)),
         admitted,
         endpoint,
         id,
@@ -88,6 +90,8 @@ struct WsTransport {
     /// was refused one (it is then closed with the refusal's code, 1013 or 1012, without starting
     /// a session).
     admitted: Result<Pass, Refusal>,
+    /// The upgrade request, handed to the session when it starts.
+    opening: Option<Opening>,
     endpoint: Arc<EndpointInner>,
     id: Arc<str>,
     flavour: Flavour,
@@ -117,7 +121,10 @@ impl Actor for WsTransport {
             return;
         }
         let (receiver, mut frames): (_, FrameStream) = receiver::channel(ReceiverKind::Streaming);
-        let handle = self.endpoint.start_connection(self.id.clone(), receiver);
+        let opening = self.opening.take().unwrap_or_default();
+        let handle = self
+            .endpoint
+            .start_connection(self.id.clone(), receiver, &opening);
         frames.set_session(handle.detach.clone());
         self.session = Some(handle);
         ctx.add_stream(frames);

@@ -140,8 +140,8 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
         .clone()
         .filter(|_| config.cluster.enabled)
         .map(|cluster| (cluster, config.worker_url(port)));
-    let endpoint = Endpoint::new(SockjsOptions::from_config(&config), move |_| {
-        RohrpostSession::new(services.clone())
+    let endpoint = Endpoint::new(SockjsOptions::from_config(&config), move |_, opening| {
+        RohrpostSession::new(services.clone(), opening)
     });
     let served = endpoint.clone();
     let server = HttpServer::new(move || App::new().service(served.service()))
