@@ -77,6 +77,10 @@ mod client;
 #[path = "messaging/worker.rs"]
 mod worker;
 
+#[path = "messaging/auth_hook.rs"]
+mod auth_hook;
+#[path = "messaging/auth_token.rs"]
+mod auth_token;
 #[path = "messaging/backend_failures.rs"]
 mod backend_failures;
 #[path = "messaging/broadcast.rs"]

@@ -49,7 +49,7 @@ pub struct Welcome {
 }
 
 impl Welcome {
-    fn parse(data: &Value) -> Welcome {
+    pub fn parse(data: &Value) -> Welcome {
         let text = |key: &str| {
             data[key]
                 .as_str()
@@ -95,7 +95,16 @@ pub struct Client {
 impl Client {
     /// Opens the websocket; the handshake is up to the caller.
     pub async fn connect(url: &str) -> Client {
-        let connecting = http().ws(url).connect();
+        Client::connect_with(url, &[]).await
+    }
+
+    /// Opens the websocket with these request headers.
+    pub async fn connect_with(url: &str, headers: &[(&str, &str)]) -> Client {
+        let mut request = http().ws(url);
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let connecting = request.connect();
         let (_res, framed) = actix_rt::time::timeout(WAIT, connecting)
             .await
             .unwrap_or_else(|_| panic!("websocket {url}: no handshake within {WAIT:?}"))

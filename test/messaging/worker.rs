@@ -90,6 +90,10 @@ pub struct WorkerConfig {
     pub body_timeout: String,
     /// `sessions.ttl`: how long a session's record outlives its last connection.
     pub session_ttl: String,
+    /// The `[auth]` table, as JSON (empty: the defaults).
+    pub auth: Value,
+    /// The `[hooks]` table, as JSON (empty: the defaults).
+    pub hooks: Value,
 }
 
 impl WorkerConfig {
@@ -115,6 +119,8 @@ impl WorkerConfig {
             header_timeout: "5s".to_owned(),
             body_timeout: "10s".to_owned(),
             session_ttl: "10m".to_owned(),
+            auth: json!({}),
+            hooks: json!({}),
         }
     }
 
@@ -169,6 +175,8 @@ impl WorkerConfig {
             },
             "http_topics": rules,
             "compat": { "legacy_handshake": self.legacy_handshake },
+            "auth": self.auth,
+            "hooks": self.hooks,
         });
         toml::to_string(&file).expect("the test config renders as TOML")
     }
