@@ -30,6 +30,12 @@
  *     token and position and starts a new session (a duplicated browser tab copies
  *     `sessionStorage`: the two tabs end up with a session each instead of fighting over one).
  *
+ * Authentication: with the `token` option (a string, or a function returning one or a promise of
+ * one, asked again for every hello) the hello carries `"token"`, which the server verifies or
+ * hands to its connect hook; a refused session is closed (4003, or the hook's code) and retried
+ * like any other close. `refresh(token)` replaces the token before it expires (close 4004 if it
+ * does), answered by a 'refresh' event or an `unauthorized` error.
+ *
  * When the connection is lost the client tries again, always through `connectUrl`, so a dead or
  * draining worker is skipped: at once after a worker restart (close code 1012, or Rohrpost 0.x's
  * 100), otherwise after an exponential backoff with jitter, capped at `maxBackoff`. It never gives
@@ -56,11 +62,14 @@
    */
   var TAKEOVER_CODE = 4001;
   /** Names `on()` takes as client events; anything else is a topic pattern. */
-  var EVENTS = ['open', 'reconnect', 'close', 'error', 'state', 'gap', 'takeover'];
+  var EVENTS = ['open', 'reconnect', 'close', 'error', 'state', 'gap', 'takeover', 'refresh'];
   var WELCOME_TOPIC = 'rohrpost.welcome';
   var ERROR_TOPIC = 'rohrpost.error';
   var ACK_TOPIC = 'rohrpost.ack';
   var POS_TOPIC = 'rohrpost.pos';
+  var REFRESHED_TOPIC = 'rohrpost.refreshed';
+  /** The client's own close code when the `token` function failed (the attempt is retried). */
+  var TOKEN_FAILED_CODE = 4002;
   /** The error code of a message whose fate the server does not know: resent with its id. */
   var UNCERTAIN_CODE = 'backend_uncertain';
   /** ms before the first resend of a `backend_uncertain` message; doubles per resend. */
@@ -134,6 +143,9 @@
    * @param {number} [options.uncertainRetries=3]  how many times a message the server answers
    *   with `backend_uncertain` is sent again (same id; after 500, 1000, 2000 ms…) before its
    *   promise is rejected with that error; 0 rejects at once
+   * @param {string|function(): (string|Promise<string>)} [options.token]  sent in every hello as
+   *   `token` (a JWT, or what the server's connect hook understands); a function is called for
+   *   each hello, so that a reconnect gets a fresh token
    * @param {Function} [options.SockJS]  the SockJS constructor (default: the global `SockJS`)
    * @param {Function} [options.fetch]  the fetch function (default: the global `fetch`)
    */
@@ -152,6 +164,11 @@
     this.connectTimeout = positive(options, 'connectTimeout', 'ms');
     this.maxQueue = positive(options, 'maxQueue', 'messages');
     this.uncertainRetries = count(options, 'uncertainRetries');
+    if (options.token !== undefined && typeof options.token !== 'string' && typeof options.token !== 'function') {
+      throw new TypeError('Rohrpost: the token option must be a string or a function');
+    }
+    /** Where hellos get their token: a string, a function, or undefined. */
+    this._tokenSource = options.token;
     this._SockJS = options.SockJS || root.SockJS;
     this._fetch = options.fetch || (typeof root.fetch === 'function' ? root.fetch.bind(root) : null);
     if (typeof this._SockJS !== 'function') {
@@ -277,6 +294,8 @@
    *   - 'close' (`{code, reason, willReconnect}`): every lost connection or failed attempt;
    *   - 'error' (`{code, message, topic?, id?}`): from `rohrpost.error` (a `backend_uncertain`
    *     one only once its retries are used up), or the client's own `queue_full` / `closed`;
+   *   - 'refresh' (`{exp}`): the server took the token of `refresh()`; it expires at `exp`
+   *     (Unix seconds);
    *   - 'state': the new state.
    * `rohrpost.welcome`, `.error`, `.ack` and `.pos` are the client's own; they reach no pattern.
    * @param {string} topicOrPattern  an event name, or a pattern (`*` = any run of characters)
@@ -356,6 +375,20 @@
       if (this._isOpen()) this._send(entry);
     }
     return answer;
+  };
+
+  /**
+   * Replaces the session's token before it expires: sends `{"refresh": token}` when open (the
+   * server answers with a 'refresh' event, or an `unauthorized` error and the old token stays),
+   * and, unless the `token` option is a function, later hellos carry this token.
+   * @param {string} token
+   * @returns {Rohrpost} this
+   */
+  Rohrpost.prototype.refresh = function (token) {
+    if (typeof token !== 'string' || !token) throw new TypeError('Rohrpost.refresh: a token string is required');
+    if (typeof this._tokenSource !== 'function') this._tokenSource = token;
+    if (this._isOpen()) this._sock.send(JSON.stringify({ refresh: token }));
+    return this;
   };
 
   /**
@@ -568,7 +601,9 @@
     sock.onopen = function () {
       if (self._sock !== sock) return;
       self.transport = sock.transport || null;
-      sock.send(JSON.stringify(self._hello()));
+      self._withToken(function (token) {
+        if (self._sock === sock) sock.send(JSON.stringify(self._hello(token)));
+      });
     };
     sock.onmessage = function (e) {
       if (self._sock !== sock) return;
@@ -584,6 +619,7 @@
       else if (msg.topic === ERROR_TOPIC) self._error(msg.data);
       else if (msg.topic === ACK_TOPIC) self._ack(msg.data);
       else if (msg.topic === POS_TOPIC) self._position(msg.data);
+      else if (msg.topic === REFRESHED_TOPIC) self._emit('refresh', msg.data);
       else self._deliver(msg.topic, msg.data);
     };
     sock.onclose = function (e) {
@@ -596,12 +632,49 @@
     };
   };
 
-  /** The handshake: resume with the token and the last position when there is a token. */
-  Rohrpost.prototype._hello = function () {
-    if (!this._token) return { hello: 1 };
-    var hello = { hello: 1, resume: this._token };
-    if (this.pos !== null) hello.since = this.pos;
+  /**
+   * The handshake: resume with the resume token and the last position when there is one; with
+   * `token` (authentication) when given.
+   */
+  Rohrpost.prototype._hello = function (token) {
+    var hello = { hello: 1 };
+    if (this._token) {
+      hello.resume = this._token;
+      if (this.pos !== null) hello.since = this.pos;
+    }
+    if (typeof token === 'string' && token) hello.token = token;
     return hello;
+  };
+
+  /**
+   * Calls `send(token)` with the token for this attempt's hello: at once for a string (or
+   * none), once a token function's answer is in. A function that throws, rejects or gives no
+   * string fails the attempt (close 4002, the client's own), which is retried like any other.
+   */
+  Rohrpost.prototype._withToken = function (send) {
+    var self = this;
+    var source = this._tokenSource;
+    if (typeof source !== 'function') {
+      send(source);
+      return;
+    }
+    var attempt = this._attempt;
+    var answer;
+    try {
+      answer = Promise.resolve(source());
+    } catch (err) {
+      answer = Promise.reject(err);
+    }
+    answer
+      .then(function (token) {
+        if (attempt !== self._attempt || self._stopped) return;
+        if (typeof token !== 'string' || !token) throw new TypeError('the token function gave no string');
+        send(token);
+      })
+      .catch(function (err) {
+        if (attempt !== self._attempt || self._stopped) return;
+        self._fail(TOKEN_FAILED_CODE, 'token: ' + (err && err.message ? err.message : String(err)));
+      });
   };
 
   /**
@@ -652,7 +725,8 @@
   /**
    * The connection closed, or an attempt failed before its welcome: report it and schedule the
    * next attempt. `code` and `reason` are SockJS's close (`byServer`), or 4000 (attempt timed
-   * out) / 4001 (`connectUrl` failed) from the client itself. Messages sent on the lost
+   * out) / 4001 (`connectUrl` failed) / 4002 (the `token` function failed) from the client
+   * itself. Messages sent on the lost
    * connection stay queued, to be sent again after the next welcome.
    */
   Rohrpost.prototype._fail = function (code, reason, byServer) {

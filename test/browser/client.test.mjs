@@ -22,6 +22,7 @@ import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import net from 'node:net';
 import http from 'node:http';
+import { createHmac } from 'node:crypto';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const require = createRequire(import.meta.url);
@@ -29,6 +30,8 @@ const SockJS = require('sockjs-client');
 const { Rohrpost, patternMatches } = require(join(here, '../../static/js/rohrpost.js'));
 const BIN = process.env.ROHRPOST_BIN || join(here, '../../target/release/rohrpost');
 const KEY = 'test-key';
+/** The server's `auth.hs256_secret`: tokens signed with it are valid. */
+const JWT_SECRET = 'client-test secret of at least thirty-two bytes';
 /** The longest any single wait in this file may take. */
 const WAIT = 10_000;
 /** The longest one server test may take, all its waits included. */
@@ -609,6 +612,48 @@ test('close 4001 from the server starts a fresh session at once; the client\'s o
   assert.equal(storage.stored.get('rohrpost.resume:http://main/connect'), `token-of-${'f'.repeat(32)}`);
 });
 
+/** An HS256 JWT of `claims`. */
+function jwt(claims, secret = JWT_SECRET) {
+  const part = (value) => Buffer.from(JSON.stringify(value)).toString('base64url');
+  const signed = `${part({ alg: 'HS256', typ: 'JWT' })}.${part(claims)}`;
+  return `${signed}.${createHmac('sha256', secret).update(signed).digest('base64url')}`;
+}
+
+test('the token option goes in every hello (a function is asked each time); refresh() sends it and reports the answer', async () => {
+  assert.throws(() => new Rohrpost({ connectUrl: 'http://main/connect', token: 7 }), /token option/);
+  const { client, socks } = await scriptedClient({ token: 'jwt-1' });
+  socks[0].accept();
+  assert.deepEqual(socks[0].sent, [{ hello: 1, token: 'jwt-1' }]);
+  socks[0].welcome();
+  const refreshed = next(client, 'refresh');
+  client.refresh('jwt-2');
+  assert.deepEqual(socks[0].sent.at(-1), { refresh: 'jwt-2' });
+  socks[0].tell('rohrpost.refreshed', { exp: 1234 });
+  assert.deepEqual((await refreshed).data, { exp: 1234 });
+  assert.throws(() => client.refresh(''), /token string/);
+  socks[0].drop(1012, 'Service Restart');
+  await until('a second socket', () => socks.length > 1);
+  socks[1].accept();
+  assert.deepEqual(socks[1].sent[0], { hello: 1, resume: `token-of-${'a'.repeat(32)}`, token: 'jwt-2' });
+
+  let calls = 0;
+  const asked = await scriptedClient({
+    token: () => {
+      calls += 1;
+      if (calls === 1) return Promise.reject(new Error('login service down'));
+      return Promise.resolve(`fn-${calls}`);
+    },
+  });
+  const closed = next(asked.client, 'close');
+  asked.socks[0].accept();
+  const { data } = await closed;
+  assert.deepEqual([data.code, data.reason, data.willReconnect], [4002, 'token: login service down', true]);
+  await until('a second socket', () => asked.socks.length > 1, 5000);
+  asked.socks[1].accept();
+  await until('the hello', () => asked.socks[1].sent.length > 0);
+  assert.deepEqual(asked.socks[1].sent, [{ hello: 1, token: 'fn-2' }]);
+});
+
 test('the ES module entry exports the same client', async () => {
   const mod = await import('../../static/js/rohrpost.mjs');
   assert.equal(mod.Rohrpost, Rohrpost);
@@ -798,6 +843,8 @@ drain_timeout = "5s"
 default_whitelist = ["anonym.*"]
 [api]
 key = "${KEY}"
+[auth]
+hs256_secret = "${JWT_SECRET}"
 [[http_topics]]
 pattern = "anonym.hook.*"
 url = "http://127.0.0.1:${hook.address().port}/hook"
@@ -826,6 +873,32 @@ after(async () => {
     await Promise.race([exited, sleep(8000)]);
     if (server.exitCode === null && server.signalCode === null) server.kill('SIGKILL');
   }
+});
+
+test('a token from the token function is verified by the server: refused, retried, granted, refreshed', { timeout: TEST_TIMEOUT }, async () => {
+  const exp = () => Math.floor(Date.now() / 1000) + 60;
+  let calls = 0;
+  const client = serverClient({
+    token: async () => {
+      calls += 1;
+      if (calls === 1) return jwt({ sub: 'ada', exp: exp() }, 'a wrong secret of at least thirty-two bytes');
+      return jwt({ sub: 'ada', exp: exp(), rohrpost: { add: ['members.*'] } });
+    },
+  });
+  const errors = [];
+  client.on('error', (e) => errors.push(e));
+  const { data: close } = await next(client, 'close');
+  assert.deepEqual([close.code, close.reason, close.willReconnect], [4003, 'Invalid token', true]);
+  assert.deepEqual(errors.map((e) => [e.code, e.message]), [['unauthorized', 'invalid token']]);
+  const { data: welcome } = await next(client, 'open');
+  assert.ok(welcome.whitelist.includes('members.*'), JSON.stringify(welcome));
+  const fresh = exp() + 60;
+  const refreshed = next(client, 'refresh');
+  client.refresh(jwt({ sub: 'ada', exp: fresh }));
+  assert.deepEqual((await refreshed).data, { exp: fresh });
+  const refused = next(client, 'error');
+  client.refresh(jwt({ sub: 'grace', exp: fresh }));
+  assert.equal((await refused).data.message, 'refresh refused: the token is for another subject');
 });
 
 test('connects through /connect and is welcomed with a new session', { timeout: TEST_TIMEOUT }, async () => {
