@@ -65,6 +65,8 @@ pub enum KeyError {
     NotPublicKey(&'static str),
     #[error("is an EC key of another curve than P-256 (ES256 is P-256 only)")]
     WrongCurve,
+    #[error("is an RSA key of {0} bits; RS256 keys must have 2048 to 8192")]
+    RsaSize(usize),
     #[error("must be at least 32 bytes (256 bits, as RFC 7518 asks of HS256 keys); it has {0}")]
     ShortSecret(usize),
 }
@@ -89,6 +91,14 @@ impl VerifyingKey {
     pub fn rs256_pem(path: &Path) -> Result<VerifyingKey, KeyError> {
         let pem = read_public_pem(path)?;
         let key = DecodingKey::from_rsa_pem(&pem).map_err(|_| KeyError::NotPublicKey("RSA"))?;
+        // What ring verifies with RSA_PKCS1_2048_8192_SHA256: a shorter or longer key would
+        // refuse every token, so it is refused here, where the operator sees why.
+        let der = key.try_get_as_bytes().unwrap_or_default();
+        match rsa_modulus_bits(der) {
+            Some(bits) if (2048..=8192).contains(&bits) => {}
+            Some(bits) => return Err(KeyError::RsaSize(bits)),
+            None => return Err(KeyError::NotPublicKey("RSA")),
+        }
         Ok(Self::from_file(Algorithm::RS256, path, key))
     }
 
@@ -121,6 +131,37 @@ impl VerifyingKey {
     pub fn source(&self) -> &str {
         &self.source
     }
+}
+
+/// The bit length of an RSA public key's modulus, from its PKCS#1 DER form
+/// (`SEQUENCE { INTEGER n, INTEGER e }`).
+fn rsa_modulus_bits(der: &[u8]) -> Option<usize> {
+    let (0x30, sequence) = der_item(der)? else {
+        return None;
+    };
+    let (0x02, modulus) = der_item(sequence)? else {
+        return None;
+    };
+    let first = modulus.iter().position(|&b| b != 0)?;
+    let modulus = &modulus[first..];
+    Some(modulus.len() * 8 - modulus[0].leading_zeros() as usize)
+}
+
+/// The tag and contents of the DER item `input` starts with.
+fn der_item(input: &[u8]) -> Option<(u8, &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let count = usize::from(first & 0x7f);
+        if count == 0 || count > 4 {
+            return None;
+        }
+        let (bytes, rest) = rest.split_at_checked(count)?;
+        (bytes.iter().fold(0, |n, &b| n << 8 | usize::from(b)), rest)
+    };
+    Some((tag, rest.get(..len)?))
 }
 
 /// The file's bytes, if it holds a public key (a private one is refused: it does not belong on

@@ -116,7 +116,7 @@ pub enum HttpBackendError {
     #[error("backend unavailable: {0}")]
     Unavailable(String),
     /// No complete answer (status, headers and body) within the rule's timeout.
-    #[error("backend gave no complete answer within {0:?} (the rule's `timeout`)")]
+    #[error("backend gave no complete answer within {0:?} (the rule's `timeout`, or `hooks.connect_timeout`)")]
     Timeout(Duration),
     /// The backend answered with a status other than 2xx.
     #[error("backend answered with HTTP status {0}")]

@@ -275,6 +275,10 @@ fn key_files_must_be_public_keys_of_their_algorithm() {
         KeyError::Unreadable(_)
     ));
     assert_eq!(
+        VerifyingKey::rs256_pem(&fixture("rs1024-public.pem")).unwrap_err(),
+        KeyError::RsaSize(1024)
+    );
+    assert_eq!(
         VerifyingKey::hs256("short").unwrap_err(),
         KeyError::ShortSecret(5)
     );
