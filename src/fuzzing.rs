@@ -12,17 +12,18 @@
 //! Inputs that are text on the wire (SockJS messages are strings) are decoded lossily rather than
 //! skipped, so every input the fuzzer tries exercises the parser.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use bytes::BytesMut;
 use serde_json::Value;
 use tokio_util::codec::Decoder;
 
+use crate::auth::token::{Expectations, TokenVerifier, VerifyingKey};
 use crate::broker::local::wire::{self, Request, Response};
 use crate::http_backend::parse_answer;
 use crate::protocol::{
-    envelope, parse_envelope, parse_hello, BackendMessage, BackendMessageError, ClientError,
-    ErrorCode, Hello, DIRECT_PREFIX,
+    envelope, parse_envelope, parse_hello, parse_refresh, BackendMessage, BackendMessageError,
+    ClientError, ErrorCode, Hello, DIRECT_PREFIX,
 };
 use crate::resume::TokenKey;
 use crate::router::Deliver;
@@ -244,6 +245,49 @@ pub fn resume_token(data: &[u8]) {
         let changed = String::from_utf8_lossy(&bytes);
         if changed != token {
             assert_eq!(key.verify(&changed), None, "{changed:?} verifies");
+        }
+    }
+}
+
+/// The HS256 secret of [`auth_token`].
+const TOKEN_SECRET: &str = "the fuzzing secret of thirty-two bytes";
+
+/// A token in a hello or a refresh, and the same bytes as the claims of a token signed with the
+/// verifier's own secret. Nothing the fuzzer writes verifies by itself (it cannot sign); signed
+/// claims verify only with a numeric `exp` still ahead, and then say what they hold.
+pub fn auth_token(data: &[u8]) {
+    static VERIFIER: OnceLock<TokenVerifier> = OnceLock::new();
+    let verifier = VERIFIER.get_or_init(|| {
+        let key = VerifyingKey::hs256(TOKEN_SECRET).expect("a long enough secret");
+        TokenVerifier::new(&[key], &Expectations::default()).expect("one key")
+    });
+    let text = String::from_utf8_lossy(data);
+    assert!(
+        verifier.verify(&text).is_err(),
+        "{text:?} verifies unsigned"
+    );
+    if let Some(token) = parse_refresh(&text) {
+        assert!(verifier.verify(&token).is_err());
+    }
+    let Ok(claims) = serde_json::from_slice::<Value>(data) else {
+        return;
+    };
+    let key = jsonwebtoken::EncodingKey::from_secret(TOKEN_SECRET.as_bytes()).expect("a secret");
+    let header = jsonwebtoken::Header::new(jsonwebtoken::Algorithm::HS256);
+    let Ok(token) = jsonwebtoken::encode(&header, &claims, &key) else {
+        return;
+    };
+    let before = jsonwebtoken::get_current_timestamp();
+    if let Ok(verified) = verifier.verify(&token) {
+        let exp = claims["exp"]
+            .as_f64()
+            .expect("a verified token has a numeric exp");
+        assert!(exp >= before as f64, "{claims}");
+        assert_eq!(verified.valid_until, verified.expires, "no leeway here");
+        assert_eq!(verified.subject.as_deref(), claims["sub"].as_str());
+        let granted = &claims["rohrpost"]["add"];
+        if let Some(patterns) = granted.as_array() {
+            assert_eq!(verified.grant.add.len(), patterns.len());
         }
     }
 }

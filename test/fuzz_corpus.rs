@@ -63,4 +63,5 @@ replay_targets!(
     http_answer,
     broker_wire,
     resume_token,
+    auth_token,
 );
