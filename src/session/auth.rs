@@ -109,12 +109,28 @@ impl RohrpostSession {
             start.grants.push(claims.grant);
         }
         start.bound = bound;
-        let has_token = start.bound.is_some();
-        let Some(hook) = &auth.hook else {
-            return match auth.without_hook(has_token) {
-                Ok(()) => self.join(&id, record, start, s),
-                Err(refusal) => self.refuse(&id, refusal, s),
-            };
+        if auth.hook.is_some() {
+            return self.ask_hook(id, record, start, token, s);
+        }
+        match auth.without_hook(start.bound.is_some()) {
+            Ok(()) => self.join(&id, record, start, s),
+            Err(refusal) => self.refuse(&id, refusal, s),
+        }
+    }
+
+    /// Asks the connect hook about session `id`, holding the client's messages meanwhile, then
+    /// joins with its grant or refuses (under `hooks.connect_on_error` if it cannot be asked).
+    fn ask_hook(
+        &mut self,
+        id: String,
+        record: Option<Record>,
+        mut start: Start,
+        token: Option<String>,
+        s: &mut Ctx<'_>,
+    ) {
+        let services = self.services.clone();
+        let Some(hook) = &services.settings.auth.hook else {
+            return self.join(&id, record, start, s);
         };
         let info = self.auth.info.take().unwrap_or_default();
         let request = ConnectRequest::new(&id, start.resumed, &info, token.as_deref());
@@ -124,33 +140,32 @@ impl RohrpostSession {
             _ => Vec::new(),
         };
         self.phase = Phase::Admitting { pending };
+        let has_token = start.bound.is_some();
         let started = std::time::Instant::now();
+        let answered = move |result, act: &mut Session<Self>, ctx: &mut Context<Session<Self>>| {
+            act.with_handler(ctx, |h: &mut Self, s| {
+                let (Phase::Admitting { .. }, Some(hook)) =
+                    (&h.phase, &services.settings.auth.hook)
+                else {
+                    return; // closed meanwhile
+                };
+                let answer = hook.answer(&id, result);
+                debug!(
+                    "connect hook answered sockjs={} session={id} elapsed_us={}",
+                    s.id(),
+                    started.elapsed().as_micros()
+                );
+                match services.settings.auth.after_hook(answer, has_token) {
+                    Ok(grant) => {
+                        start.grants.extend(grant);
+                        h.join(&id, record, start, s);
+                    }
+                    Err(refusal) => h.refuse(&id, refusal, s),
+                }
+            })
+        };
         s.context()
-            .spawn(actix::fut::wrap_future::<_, Session<Self>>(asked).map(
-                move |result, act, ctx| {
-                    act.with_handler(ctx, |h, s| {
-                        if !matches!(h.phase, Phase::Admitting { .. }) {
-                            return; // closed meanwhile
-                        }
-                        let Some(hook) = &services.settings.auth.hook else {
-                            return;
-                        };
-                        let answer = hook.answer(&id, result);
-                        debug!(
-                            "connect hook answered sockjs={} session={id} elapsed_us={}",
-                            s.id(),
-                            started.elapsed().as_micros()
-                        );
-                        match services.settings.auth.after_hook(answer, has_token) {
-                            Ok(grant) => {
-                                start.grants.extend(grant);
-                                h.join(&id, record, start, s);
-                            }
-                            Err(refusal) => h.refuse(&id, refusal, s),
-                        }
-                    })
-                },
-            ));
+            .spawn(actix::fut::wrap_future::<_, Session<Self>>(asked).map(answered));
     }
 
     /// Tells the client why and closes the session; it never started.
