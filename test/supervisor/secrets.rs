@@ -1,10 +1,15 @@
-//! `api.key`, `sessions.secret` and the resume tokens made with it are credentials: none of
-//! them may reach a log line, a process's command line, or `check-config`'s output, whatever the
-//! log level, through everything that handles them — API calls with the right and with wrong
-//! keys, new and resumed sessions, a staged restart that starts new workers.
+//! `api.key`, `sessions.secret` and the resume tokens made with it, `auth.hs256_secret` and the
+//! JWTs clients send, and the password in a connect hook's URL are credentials: none of them may
+//! reach a log line, a process's command line, or `check-config`'s output (the hook URL aside,
+//! which it prints as configured), whatever the log level, through everything that handles them
+//! — API calls with the right and with wrong keys, new and resumed sessions, sessions with
+//! tokens good and bad and a refresh, a connect hook that cannot be reached, a staged restart
+//! that starts new workers.
 
 use std::process::Command;
-use std::time::Duration;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 
 use serde_json::json;
 
@@ -27,6 +32,24 @@ async fn api_publish(sup: &Supervisor, authorization: &str) -> u16 {
         .as_u16()
 }
 
+/// `auth.hs256_secret` of the test.
+const JWT_SECRET: &str = "jwt-secret-of-thirty-two-bytes-3c71a9e0";
+/// The password in the connect hook's URL.
+const HOOK_PASSWORD: &str = "hook-password-60b2d4";
+
+/// An HS256 token for `sub` signed with `secret`, valid for a minute.
+fn jwt(sub: &str, secret: &str) -> String {
+    rohrpost::auth::crypto::install();
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 60;
+    let key = EncodingKey::from_secret(secret.as_bytes()).expect("a secret");
+    let claims = json!({"sub": sub, "exp": exp});
+    encode(&Header::new(Algorithm::HS256), &claims, &key).expect("the token signs")
+}
+
 /// The places of `needle` in `haystack`, as lines, for a readable failure.
 fn lines_with<'a>(haystack: &'a str, needle: &str) -> Vec<&'a str> {
     haystack.lines().filter(|l| l.contains(needle)).collect()
@@ -34,8 +57,13 @@ fn lines_with<'a>(haystack: &'a str, needle: &str) -> Vec<&'a str> {
 
 #[actix_rt::test]
 async fn keys_secrets_and_resume_tokens_are_never_logged_or_shown() {
+    let unreachable = crate::common::free_port();
     let (sup, port) = Supervisor::start_one(Options {
         log_filter: Some("debug"),
+        extra_config: format!(
+            "[auth]\nhs256_secret = \"{JWT_SECRET}\"\n[hooks]\nconnect_on_error = \"allow\"\n\
+             connect_url = \"http://rohrpost:{HOOK_PASSWORD}@127.0.0.1:{unreachable}/connect\"\n"
+        ),
         ..Options::default()
     })
     .await;
@@ -62,6 +90,33 @@ async fn keys_secrets_and_resume_tokens_are_never_logged_or_shown() {
     assert!(resumed.resumed, "{resumed:?}");
     second.close().await;
 
+    // Sessions with a token (refreshed), and with one of a wrong secret (refused); the connect
+    // hook cannot be reached and lets them in.
+    let good = jwt("ada", JWT_SECRET);
+    let fresh = jwt("ada", JWT_SECRET);
+    let forged = jwt("ada", "not-the-secret-but-as-long-as-it-is!!");
+    let mut third = Client::connect(&worker_ws_url(port))
+        .await
+        .expect("connection");
+    third
+        .handshake(json!({"hello": 1, "token": good}))
+        .await
+        .expect("welcomed with a token");
+    third
+        .send_json(&json!({"refresh": fresh}))
+        .await
+        .expect("refresh sent");
+    assert!(third
+        .wait_for_topic("rohrpost.refreshed", WAIT)
+        .await
+        .is_some());
+    third.close().await;
+    let mut fourth = Client::connect(&worker_ws_url(port))
+        .await
+        .expect("connection");
+    let refused = fourth.handshake(json!({"hello": 1, "token": forged})).await;
+    assert!(refused.is_err(), "{refused:?}");
+
     // A staged restart: the new worker reads the configuration too.
     assert_eq!(
         api_restart(&sup, Some(&format!("Bearer {API_KEY}"))).await,
@@ -77,7 +132,7 @@ async fn keys_secrets_and_resume_tokens_are_never_logged_or_shown() {
     for pid in pids {
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
         let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        for secret in [API_KEY, SECRET] {
+        for secret in [API_KEY, SECRET, JWT_SECRET, HOOK_PASSWORD] {
             assert!(!cmdline.contains(secret), "pid {pid}: {cmdline}");
         }
     }
@@ -101,10 +156,15 @@ async fn keys_secrets_and_resume_tokens_are_never_logged_or_shown() {
         .rsplit_once('.')
         .map(|(_, tag)| tag.to_owned())
         .expect("a token is <id>.<tag>");
+    let signature = |token: &str| token.rsplit('.').next().unwrap_or_default().to_owned();
     for (what, secret) in [
         ("api.key", API_KEY),
         ("sessions.secret", SECRET),
         ("a resume token", resume_tag.as_str()),
+        ("auth.hs256_secret", JWT_SECRET),
+        ("a token", &signature(&good)),
+        ("a refreshed token", &signature(&fresh)),
+        ("a forged token", &signature(&forged)),
     ] {
         assert!(
             lines_with(&log, secret).is_empty(),
@@ -113,4 +173,13 @@ async fn keys_secrets_and_resume_tokens_are_never_logged_or_shown() {
         );
         assert!(!shown.contains(secret), "{what} shown by check-config");
     }
+    assert!(
+        log.contains("connect hook failed"),
+        "the hook was tried:\n{log}"
+    );
+    assert!(
+        lines_with(&log, HOOK_PASSWORD).is_empty(),
+        "the hook's password logged: {:?}",
+        lines_with(&log, HOOK_PASSWORD)
+    );
 }
