@@ -5,6 +5,7 @@
 //! The 0.x client ([`client_0x`]) speaks as the original's browser client does over
 //! sockjs-client (framed SockJS websocket, its own session id, `ok:<id>`); modern clients are the
 //! supervisor suite's. The behaviours:
+//! - [`connect`]: `/connect` while no worker can take a session;
 //! - [`sessions`]: 0.x sessions' ids.
 
 #[path = "common/mod.rs"]
@@ -31,6 +32,8 @@ mod process;
 #[allow(dead_code)]
 mod client_0x;
 
+#[path = "legacy/connect.rs"]
+mod connect;
 #[path = "legacy/sessions.rs"]
 mod sessions;
 
