@@ -6,7 +6,7 @@
 //! sockjs-client (framed SockJS websocket, its own session id, `ok:<id>`); modern clients are the
 //! supervisor suite's. The behaviours:
 //! - [`connect`]: `/connect` while no worker can take a session;
-//! - [`sessions`]: 0.x sessions' ids.
+//! - [`sessions`]: 0.x sessions' ids and their data.
 
 #[path = "common/mod.rs"]
 #[allow(unused_imports)]

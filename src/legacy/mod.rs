@@ -5,6 +5,7 @@
 //! What legacy mode changes, each where it belongs:
 //! - **The handshake** (`crate::protocol::parse_hello`): a first message that is no JSON object
 //!   names the client's session ([`id`]); the session answers `ok:<id>` instead of a welcome.
+//! - **New sessions' data** is `{}`, not `null`, as the original sent it to backends.
 //! - **`/connect`** answers `404` with [`NO_WORKER`] when no worker can take a session, instead
 //!   of `503`: the 0.x client retries only on `404` (`crate::main_port`).
 

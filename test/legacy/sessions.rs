@@ -1,12 +1,37 @@
-//! 0.x sessions: their ids as the original took them.
+//! 0.x sessions: their ids as the original took them, and their data as backends written for
+//! the original expect it.
 
-use serde_json::json;
+use serde_json::{json, Value};
 
-use crate::backend::Backend;
-use crate::client_0x::connect_as_0x;
+use crate::backend::{unique, Backend, Subscriber};
+use crate::client_0x::{connect_as_0x, LegacyClient};
 use crate::common::WAIT;
 use crate::process::{Supervisor, SETTLE};
 use crate::{client_id, legacy};
+
+/// What a backend subscribed to `topic` receives when `client` publishes `data` there.
+async fn published_by(client: &mut LegacyClient, topic: &str, data: Value) -> Value {
+    let mut backend = Subscriber::to(topic).await;
+    client.publish(topic, data).await.expect("sent");
+    backend
+        .next_within(WAIT)
+        .await
+        .unwrap_or_else(|| panic!("the client's message on {topic}"))
+}
+
+#[actix_rt::test]
+async fn a_new_0x_sessions_data_reaches_backends_as_an_empty_object() {
+    let (sup, _) = Supervisor::start_one(legacy()).await;
+    let id = client_id();
+    let mut client = connect_as_0x(sup.ports.main, &id, &id, SETTLE)
+        .await
+        .expect("a 0.x session");
+    let payload = published_by(&mut client, &unique("anonym."), json!({"text": "hi"})).await;
+    assert_eq!(payload["sessionData"], json!({}));
+    assert_eq!(payload["sessionId"], json!(id));
+    assert_eq!(payload["data"], json!({"text": "hi"}));
+    assert_eq!(payload["fromClient"], json!(true));
+}
 
 #[actix_rt::test]
 async fn only_the_first_dot_of_a_0x_id_is_removed() {
