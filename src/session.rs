@@ -131,7 +131,14 @@ struct Established {
 }
 
 impl Established {
-    fn new(id: &str, record: Option<Record>, settings: &SessionSettings) -> Self {
+    fn new(id: &str, record: Option<Record>, legacy: bool, settings: &SessionSettings) -> Self {
+        // The original server gave new sessions `{}` as their data; backends written for it
+        // expect an object.
+        let fresh_data = if legacy {
+            Value::Object(serde_json::Map::new())
+        } else {
+            Value::Null
+        };
         let (whitelist, data, created) = match record {
             Some(r) => (
                 r.whitelist
@@ -141,7 +148,7 @@ impl Established {
                 r.data,
                 r.created,
             ),
-            None => (settings.default_whitelist.clone(), Value::Null, unix_now()),
+            None => (settings.default_whitelist.clone(), fresh_data, unix_now()),
         };
         // Literal: the direct topic matches itself only, whatever characters the id holds.
         let direct = Pattern::literal(&format!("{DIRECT_PREFIX}{id}"), usize::MAX)
@@ -381,7 +388,7 @@ impl RohrpostSession {
             Phase::Resuming { pending } => pending,
             _ => Vec::new(),
         };
-        let session = Established::new(id, record, self.settings());
+        let session = Established::new(id, record, start.legacy, self.settings());
         let address = s.context().address();
         let joined = self.services.router.send(Join {
             key: self.key,

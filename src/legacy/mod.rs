@@ -1,0 +1,15 @@
+//! Rohrpost 0.x compatibility (`compat.legacy_handshake = true`): what lets pages running the
+//! original server's browser client, and backends written for it, move to this server without
+//! being changed first.
+//!
+//! What legacy mode changes, each where it belongs:
+//! - **The handshake** (`crate::protocol::parse_hello`): a first message that is no JSON object
+//!   names the client's session ([`id`]); the session answers `ok:<id>` instead of a welcome.
+//! - **New sessions' data** is `{}`, not `null`, as the original sent it to backends.
+//! - **`/connect`** answers `404` with [`NO_WORKER`] when no worker can take a session, instead
+//!   of `503`: the 0.x client retries only on `404` (`crate::main_port`).
+
+pub mod id;
+
+/// The body of `/connect`'s `404` while no worker can take a session, as the original's.
+pub const NO_WORKER: &str = "No connection available";
