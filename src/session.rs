@@ -7,7 +7,10 @@
 //! hands it: whitelist changes, session data, and data for the client.
 //!
 //! The session record (whitelist, data, created) lives in the broker's store with a TTL that is
-//! refreshed while the session is connected, so the session can be resumed on any worker.
+//! refreshed while the session is connected, so the session can be resumed on any worker. What
+//! differs for a 0.x session (legacy mode) is in [`legacy`].
+
+mod legacy;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -114,6 +117,8 @@ struct Record {
 /// A session after its handshake.
 struct Established {
     id: Arc<str>,
+    /// A 0.x client's session (legacy handshake).
+    legacy: bool,
     whitelist: Vec<Pattern>,
     data: Value,
     created: u64,
@@ -154,6 +159,7 @@ impl Established {
             .expect("session ids are printable");
         Established {
             id: Arc::from(id),
+            legacy,
             whitelist,
             data,
             created,
@@ -225,9 +231,11 @@ impl Start {
 enum Phase {
     /// Waiting for the first message.
     AwaitingHello,
-    /// Loading the record of a resumed session; client messages wait.
+    /// Loading the record of a resumed session (of a 0.x client's, with `legacy`); client
+    /// messages wait.
     Resuming {
         pending: Vec<String>,
+        legacy: bool,
     },
     /// Waiting for the broker to confirm the session's subscriptions and for the log read;
     /// client messages and backend messages wait.
@@ -340,6 +348,7 @@ impl RohrpostSession {
     ) {
         self.phase = Phase::Resuming {
             pending: Vec::new(),
+            legacy,
         };
         let load = self.services.broker.load.send(LoadSession {
             id: Arc::from(id.as_str()),
@@ -384,7 +393,7 @@ impl RohrpostSession {
             s.context().cancel_future(timer);
         }
         let pending = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Resuming { pending } => pending,
+            Phase::Resuming { pending, .. } => pending,
             _ => Vec::new(),
         };
         let session = Established::new(id, record, start.legacy, self.settings());
@@ -1062,6 +1071,14 @@ fn message_id(message: &str) -> Option<String> {
 }
 
 impl SessionHandler for RohrpostSession {
+    fn drain_close<'a>(&self, asked: (u16, &'a str)) -> (u16, &'a str) {
+        if self.speaks_legacy() {
+            crate::legacy::RESTART
+        } else {
+            asked
+        }
+    }
+
     fn on_open(&mut self, s: &mut Ctx<'_>) {
         let timeout = self.settings().handshake_timeout;
         self.handshake_timer = Some(s.context().run_later(timeout, |act, ctx| {
@@ -1077,7 +1094,7 @@ impl SessionHandler for RohrpostSession {
     fn on_message(&mut self, message: String, s: &mut Ctx<'_>) {
         match &mut self.phase {
             Phase::AwaitingHello => self.hello(message, s),
-            Phase::Resuming { pending } | Phase::Joining { pending, .. } => {
+            Phase::Resuming { pending, .. } | Phase::Joining { pending, .. } => {
                 if pending.len() < MAX_PENDING {
                     pending.push(message);
                 } else {

@@ -169,6 +169,7 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
     if supervised {
         control::start(
             endpoint,
+            control::drain_closes(config.compat.legacy_handshake),
             http,
             router,
             server.handle(),
