@@ -8,7 +8,8 @@
 //!
 //! The session record (whitelist, data, created) lives in the broker's store with a TTL that is
 //! refreshed while the session is connected, so the session can be resumed on any worker. What
-//! differs for a 0.x session (legacy mode) is in [`legacy`].
+//! differs for a 0.x session (legacy mode), the original server's form of its record included,
+//! is in [`legacy`].
 
 mod legacy;
 
@@ -25,7 +26,8 @@ use serde_json::Value;
 
 use crate::broker::log::{Position, PublishLogged};
 use crate::broker::{
-    Broker, BrokerError, Cluster, LinkRestored, LoadSession, Publish, StoreSession,
+    Broker, BrokerError, Cluster, LinkRestored, LoadLegacySession, LoadSession, Publish,
+    StoreSession,
 };
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
@@ -187,13 +189,13 @@ impl Established {
         patterns
     }
 
-    fn record(&self) -> Bytes {
-        let record = Record {
+    /// The session's record, as stored.
+    fn record(&self) -> Record {
+        Record {
             whitelist: self.whitelist.iter().map(|p| p.to_string()).collect(),
             data: self.data.clone(),
             created: self.created,
-        };
-        Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
+        }
     }
 
     /// Holds `delivery` back (the session is starting, or a grant is being confirmed); past
@@ -338,7 +340,8 @@ impl RohrpostSession {
         }
     }
 
-    /// Loads the record of session `id`, then joins it (fresh if there is none).
+    /// Loads the record of session `id`, then joins it (fresh if there is none). A 0.x session
+    /// also loads the original server's record, and starts from it when that is the newer one.
     fn load(
         &mut self,
         id: String,
@@ -350,14 +353,29 @@ impl RohrpostSession {
             pending: Vec::new(),
             legacy,
         };
-        let load = self.services.broker.load.send(LoadSession {
-            id: Arc::from(id.as_str()),
-        });
+        let key: Arc<str> = Arc::from(id.as_str());
+        let ours = self
+            .services
+            .broker
+            .load
+            .send(LoadSession { id: key.clone() });
+        let theirs = (self.services.broker.legacy.as_ref())
+            .filter(|_| legacy)
+            .map(|store| store.load.send(LoadLegacySession { id: key }));
+        let loaded = async move {
+            // Both requests are under way already: waiting for one then the other costs nothing.
+            let ours = ours.await;
+            let theirs = match theirs {
+                Some(theirs) => Some(theirs.await),
+                None => None,
+            };
+            (ours, theirs)
+        };
         s.context()
-            .spawn(actix::fut::wrap_future::<_, Session<Self>>(load).map(
-                move |result, act, ctx| {
+            .spawn(actix::fut::wrap_future::<_, Session<Self>>(loaded).map(
+                move |(ours, theirs), act, ctx| {
                     act.with_handler(ctx, |h, s| {
-                        let record = match result {
+                        let mut record = match ours {
                             Ok(Ok(Some(bytes))) => serde_json::from_slice::<Record>(&bytes).ok(),
                             Ok(Ok(None)) => None,
                             Ok(Err(e)) => {
@@ -369,6 +387,11 @@ impl RohrpostSession {
                                 None
                             }
                         };
+                        if let Some(theirs) = theirs {
+                            let theirs = legacy::loaded(&id, theirs);
+                            let default = &h.settings().default_whitelist;
+                            record = legacy::starting_record(record, theirs, default);
+                        }
                         let found = record.is_some();
                         if legacy || found {
                             let start = Start {
@@ -581,6 +604,7 @@ impl RohrpostSession {
                 .broker
                 .store
                 .do_send(self.store_message(session));
+            self.store_legacy(session);
         }
         info!("session closed session={} cause={cause:?}", session.id);
     }
@@ -588,7 +612,7 @@ impl RohrpostSession {
     fn store_message(&self, session: &Established) -> StoreSession {
         StoreSession {
             id: session.id.clone(),
-            record: session.record(),
+            record: Bytes::from(serde_json::to_vec(&session.record()).unwrap_or_default()),
             ttl: self.settings().ttl,
         }
     }
@@ -603,6 +627,7 @@ impl RohrpostSession {
         if self.save_retry.is_some() {
             return; // the pending retry will store the latest record
         }
+        self.store_legacy(session);
         let store = self.services.broker.store.send(self.store_message(session));
         s.context()
             .spawn(

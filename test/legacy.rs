@@ -7,7 +7,7 @@
 //! supervisor suite's. The behaviours:
 //! - [`connect`]: `/connect` while no worker can take a session;
 //! - [`restarts`]: restarts and drains;
-//! - [`sessions`]: 0.x sessions' ids and their data.
+//! - [`sessions`]: 0.x sessions' ids, their data, and the original's session records ([`store`]).
 
 #[path = "common/mod.rs"]
 #[allow(unused_imports)]
@@ -32,6 +32,8 @@ mod process;
 #[path = "legacy/client_0x.rs"]
 #[allow(dead_code)]
 mod client_0x;
+#[path = "legacy/store.rs"]
+mod store;
 
 #[path = "legacy/connect.rs"]
 mod connect;
