@@ -7,7 +7,11 @@
 //! hands it: whitelist changes, session data, and data for the client.
 //!
 //! The session record (whitelist, data, created) lives in the broker's store with a TTL that is
-//! refreshed while the session is connected, so the session can be resumed on any worker.
+//! refreshed while the session is connected, so the session can be resumed on any worker. What
+//! differs for a 0.x session (legacy mode), the original server's form of its record included,
+//! is in [`legacy`].
+
+mod legacy;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -22,7 +26,8 @@ use serde_json::Value;
 
 use crate::broker::log::{Position, PublishLogged};
 use crate::broker::{
-    Broker, BrokerError, Cluster, LinkRestored, LoadSession, Publish, StoreSession,
+    Broker, BrokerError, Cluster, LinkRestored, LoadLegacySession, LoadSession, Publish,
+    StoreSession,
 };
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
@@ -114,6 +119,8 @@ struct Record {
 /// A session after its handshake.
 struct Established {
     id: Arc<str>,
+    /// A 0.x client's session (legacy handshake).
+    legacy: bool,
     whitelist: Vec<Pattern>,
     data: Value,
     created: u64,
@@ -155,6 +162,7 @@ impl Established {
             .expect("session ids are printable");
         Established {
             id: Arc::from(id),
+            legacy,
             whitelist,
             data,
             created,
@@ -182,13 +190,13 @@ impl Established {
         patterns
     }
 
-    fn record(&self) -> Bytes {
-        let record = Record {
+    /// The session's record, as stored.
+    fn record(&self) -> Record {
+        Record {
             whitelist: self.whitelist.iter().map(|p| p.to_string()).collect(),
             data: self.data.clone(),
             created: self.created,
-        };
-        Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
+        }
     }
 
     /// Holds `delivery` back (the session is starting, or a grant is being confirmed); past
@@ -226,9 +234,11 @@ impl Start {
 enum Phase {
     /// Waiting for the first message.
     AwaitingHello,
-    /// Loading the record of a resumed session; client messages wait.
+    /// Loading the record of a resumed session (of a 0.x client's, with `legacy`); client
+    /// messages wait.
     Resuming {
         pending: Vec<String>,
+        legacy: bool,
     },
     /// Waiting for the broker to confirm the session's subscriptions and for the log read;
     /// client messages and backend messages wait.
@@ -331,7 +341,8 @@ impl RohrpostSession {
         }
     }
 
-    /// Loads the record of session `id`, then joins it (fresh if there is none).
+    /// Loads the record of session `id`, then joins it (fresh if there is none). A 0.x session
+    /// also loads the original server's record, and starts from it when that is the newer one.
     fn load(
         &mut self,
         id: String,
@@ -341,15 +352,31 @@ impl RohrpostSession {
     ) {
         self.phase = Phase::Resuming {
             pending: Vec::new(),
+            legacy,
         };
-        let load = self.services.broker.load.send(LoadSession {
-            id: Arc::from(id.as_str()),
-        });
+        let key: Arc<str> = Arc::from(id.as_str());
+        let ours = self
+            .services
+            .broker
+            .load
+            .send(LoadSession { id: key.clone() });
+        let theirs = (self.services.broker.legacy.as_ref())
+            .filter(|_| legacy)
+            .map(|store| store.load.send(LoadLegacySession { id: key }));
+        let loaded = async move {
+            // Both requests are under way already: waiting for one then the other costs nothing.
+            let ours = ours.await;
+            let theirs = match theirs {
+                Some(theirs) => Some(theirs.await),
+                None => None,
+            };
+            (ours, theirs)
+        };
         s.context()
-            .spawn(actix::fut::wrap_future::<_, Session<Self>>(load).map(
-                move |result, act, ctx| {
+            .spawn(actix::fut::wrap_future::<_, Session<Self>>(loaded).map(
+                move |(ours, theirs), act, ctx| {
                     act.with_handler(ctx, |h, s| {
-                        let record = match result {
+                        let mut record = match ours {
                             Ok(Ok(Some(bytes))) => serde_json::from_slice::<Record>(&bytes).ok(),
                             Ok(Ok(None)) => None,
                             Ok(Err(e)) => {
@@ -361,6 +388,11 @@ impl RohrpostSession {
                                 None
                             }
                         };
+                        if let Some(theirs) = theirs {
+                            let theirs = legacy::loaded(&id, theirs);
+                            let default = &h.settings().default_whitelist;
+                            record = legacy::starting_record(record, theirs, default);
+                        }
                         let found = record.is_some();
                         if legacy || found {
                             let start = Start {
@@ -385,7 +417,7 @@ impl RohrpostSession {
             s.context().cancel_future(timer);
         }
         let pending = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Resuming { pending } => pending,
+            Phase::Resuming { pending, .. } => pending,
             _ => Vec::new(),
         };
         let session = Established::new(id, record, start.legacy, self.settings());
@@ -573,6 +605,7 @@ impl RohrpostSession {
                 .broker
                 .store
                 .do_send(self.store_message(session));
+            self.store_legacy(session);
         }
         info!("session closed session={} cause={cause:?}", session.id);
     }
@@ -580,7 +613,7 @@ impl RohrpostSession {
     fn store_message(&self, session: &Established) -> StoreSession {
         StoreSession {
             id: session.id.clone(),
-            record: session.record(),
+            record: Bytes::from(serde_json::to_vec(&session.record()).unwrap_or_default()),
             ttl: self.settings().ttl,
         }
     }
@@ -595,6 +628,7 @@ impl RohrpostSession {
         if self.save_retry.is_some() {
             return; // the pending retry will store the latest record
         }
+        self.store_legacy(session);
         let store = self.services.broker.store.send(self.store_message(session));
         s.context()
             .spawn(
@@ -1063,6 +1097,14 @@ fn message_id(message: &str) -> Option<String> {
 }
 
 impl SessionHandler for RohrpostSession {
+    fn drain_close<'a>(&self, asked: (u16, &'a str)) -> (u16, &'a str) {
+        if self.speaks_legacy() {
+            crate::legacy::RESTART
+        } else {
+            asked
+        }
+    }
+
     fn on_open(&mut self, s: &mut Ctx<'_>) {
         let timeout = self.settings().handshake_timeout;
         self.handshake_timer = Some(s.context().run_later(timeout, |act, ctx| {
@@ -1078,7 +1120,7 @@ impl SessionHandler for RohrpostSession {
     fn on_message(&mut self, message: String, s: &mut Ctx<'_>) {
         match &mut self.phase {
             Phase::AwaitingHello => self.hello(message, s),
-            Phase::Resuming { pending } | Phase::Joining { pending, .. } => {
+            Phase::Resuming { pending, .. } | Phase::Joining { pending, .. } => {
                 if pending.len() < MAX_PENDING {
                     pending.push(message);
                 } else {

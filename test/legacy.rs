@@ -6,7 +6,8 @@
 //! sockjs-client (framed SockJS websocket, its own session id, `ok:<id>`); modern clients are the
 //! supervisor suite's. The behaviours:
 //! - [`connect`]: `/connect` while no worker can take a session;
-//! - [`sessions`]: 0.x sessions' ids and their data.
+//! - [`restarts`]: restarts and drains;
+//! - [`sessions`]: 0.x sessions' ids, their data, and the original's session records ([`store`]).
 
 #[path = "common/mod.rs"]
 #[allow(unused_imports)]
@@ -31,14 +32,21 @@ mod process;
 #[path = "legacy/client_0x.rs"]
 #[allow(dead_code)]
 mod client_0x;
+#[path = "legacy/store.rs"]
+mod store;
 
 #[path = "legacy/connect.rs"]
 mod connect;
+#[path = "legacy/restarts.rs"]
+mod restarts;
 #[path = "legacy/sessions.rs"]
 mod sessions;
 
 /// The configuration that turns legacy mode on.
 const LEGACY: &str = "[compat]\nlegacy_handshake = true\n";
+
+/// The close code and reason a 0.x session gets when its worker restarts (the original's).
+const RESTART_100: (u16, &str) = (100, "This server is terminating - please reconnect");
 
 /// A fresh session id of the kind the 0.x client makes up (`Math.random().toString(36)`).
 fn client_id() -> String {
