@@ -99,7 +99,9 @@ pub fn client_hello(data: &[u8]) {
                 let _ = TokenKey::new("fuzzing secret").verify(&token);
             }
             Ok(Hello::Legacy(id)) => {
-                assert!(!id.is_empty() && id.len() <= 128 && !id.contains('.'));
+                assert_eq!(id, message.replacen('.', "", 1), "only the first dot goes");
+                assert!(!id.is_empty() && id.len() <= crate::legacy::id::MAX_LEN);
+                assert!(!id.contains('*'), "a wildcard id {id:?}");
                 let direct = format!("{DIRECT_PREFIX}{id}");
                 assert!(
                     Pattern::parse(&direct, usize::MAX).is_ok(),

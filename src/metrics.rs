@@ -158,7 +158,7 @@ pub fn forced_close(why: ForcedClose) {
 
 /// A new session refused for `why`.
 pub fn session_refused(why: Refusal) {
-    COUNTERS.refused_sessions[why as usize].fetch_add(1, Ordering::Relaxed);
+    COUNTERS.refused_sessions[why.index()].fetch_add(1, Ordering::Relaxed);
 }
 
 /// A copy of every counter (workers report it to the supervisor, which sums them up).
@@ -211,7 +211,7 @@ pub fn snapshot() -> Snapshot {
         refused_sessions: Refusal::ALL
             .iter()
             .map(|r| {
-                let n = get(&COUNTERS.refused_sessions[*r as usize]);
+                let n = get(&COUNTERS.refused_sessions[r.index()]);
                 (r.as_str().to_string(), n)
             })
             .collect(),

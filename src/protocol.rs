@@ -170,7 +170,7 @@ pub enum Hello {
         token: String,
         since: Option<String>,
     },
-    /// Legacy 0.x: a bare string naming the session (dots removed).
+    /// Legacy 0.x: a bare string naming the session (its first dot removed).
     Legacy(String),
 }
 
@@ -188,7 +188,8 @@ impl From<Hello> for Handshake {
     }
 }
 
-/// Parses the handshake. `legacy` allows the 0.x bare-string form.
+/// Parses the handshake. `legacy` allows the 0.x form: a first message that is no JSON object
+/// names the session ([`crate::legacy::id::session_id`]).
 pub fn parse_hello(message: &str, legacy: bool) -> Result<Handshake, ClientError> {
     let required = || {
         ClientError::new(
@@ -196,27 +197,15 @@ pub fn parse_hello(message: &str, legacy: bool) -> Result<Handshake, ClientError
             "the first message must be {\"hello\": 1} or {\"hello\": 1, \"resume\": \"<token>\"}",
         )
     };
-    let value: Value = match serde_json::from_str(message) {
-        Ok(v) => v,
-        Err(_) if legacy => {
-            let id: String = message.chars().filter(|&c| c != '.').collect();
-            // `*` would make the session's direct topic a wildcard: it would receive every
-            // other session's direct messages.
-            let valid = !id.is_empty()
-                && id.len() <= 128
-                && id
-                    .chars()
-                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '*');
-            return if valid {
-                Ok(Hello::Legacy(id).into())
-            } else {
-                Err(required())
-            };
+    let object = match serde_json::from_str::<Value>(message) {
+        Ok(Value::Object(object)) => object,
+        // The 0.x client's ids are rarely JSON too (`12345`), but they are never objects.
+        _ if legacy => {
+            return crate::legacy::id::session_id(message)
+                .map(|id| Hello::Legacy(id).into())
+                .ok_or_else(required)
         }
-        Err(_) => return Err(required()),
-    };
-    let Some(object) = value.as_object() else {
-        return Err(required());
+        _ => return Err(required()),
     };
     if object.get("hello") != Some(&Value::from(1)) {
         return Err(required());
@@ -427,7 +416,19 @@ mod tests {
             ErrorCode::HandshakeRequired
         );
         assert_eq!(hello("abc.def", true), Ok(Hello::Legacy("abcdef".into())));
-        for wildcard in ["*", "a*", "*.x", "ab*cd"] {
+        assert_eq!(hello("a.b.c", true), Ok(Hello::Legacy("ab.c".into())));
+        // JSON that is no object is a 0.x id; an object is never one.
+        assert_eq!(hello("12345", true), Ok(Hello::Legacy("12345".into())));
+        assert_eq!(
+            hello("12345", false).unwrap_err().code,
+            ErrorCode::HandshakeRequired
+        );
+        assert_eq!(
+            hello(r#"{"hello":2}"#, true).unwrap_err().code,
+            ErrorCode::HandshakeRequired
+        );
+        assert_eq!(hello(r#"{"hello":1}"#, true), Ok(Hello::New));
+        for wildcard in ["*", "a*", "*.x", "ab*cd", "a b", ""] {
             assert_eq!(
                 hello(wildcard, true).unwrap_err().code,
                 ErrorCode::HandshakeRequired,

@@ -7,12 +7,15 @@
 //! hands it: whitelist changes, session data, and data for the client.
 //!
 //! The session record (whitelist, data, created) lives in the broker's store with a TTL that is
-//! refreshed while the session is connected, so the session can be resumed on any worker.
+//! refreshed while the session is connected, so the session can be resumed on any worker. What
+//! differs for a 0.x session (legacy mode), the original server's form of its record included,
+//! is in [`legacy`].
 //!
 //! Between the hello and the join, [`auth`] admits the session (its token, the connect hook)
 //! or refuses it, and later closes it when its token expires unless refreshed.
 
 mod auth;
+mod legacy;
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -27,7 +30,8 @@ use serde_json::Value;
 
 use crate::broker::log::{Position, PublishLogged};
 use crate::broker::{
-    Broker, BrokerError, Cluster, LinkRestored, LoadSession, Publish, StoreSession,
+    Broker, BrokerError, Cluster, LinkRestored, LoadLegacySession, LoadSession, Publish,
+    StoreSession,
 };
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
@@ -126,6 +130,8 @@ struct Record {
 /// A session after its handshake.
 struct Established {
     id: Arc<str>,
+    /// A 0.x client's session (legacy handshake).
+    legacy: bool,
     whitelist: Vec<Pattern>,
     data: Value,
     created: u64,
@@ -145,7 +151,14 @@ struct Established {
 }
 
 impl Established {
-    fn new(id: &str, record: Option<Record>, settings: &SessionSettings) -> Self {
+    fn new(id: &str, record: Option<Record>, legacy: bool, settings: &SessionSettings) -> Self {
+        // The original server gave new sessions `{}` as their data; backends written for it
+        // expect an object.
+        let fresh_data = if legacy {
+            Value::Object(serde_json::Map::new())
+        } else {
+            Value::Null
+        };
         let (whitelist, data, created) = match record {
             Some(r) => (
                 r.whitelist
@@ -155,13 +168,14 @@ impl Established {
                 r.data,
                 r.created,
             ),
-            None => (settings.default_whitelist.clone(), Value::Null, unix_now()),
+            None => (settings.default_whitelist.clone(), fresh_data, unix_now()),
         };
         // Literal: the direct topic matches itself only, whatever characters the id holds.
         let direct = Pattern::literal(&format!("{DIRECT_PREFIX}{id}"), usize::MAX)
             .expect("session ids are printable");
         Established {
             id: Arc::from(id),
+            legacy,
             whitelist,
             data,
             created,
@@ -217,14 +231,14 @@ impl Established {
         patterns
     }
 
-    fn record(&self) -> Bytes {
-        let record = Record {
+    /// The session's record, as stored.
+    fn record(&self) -> Record {
+        Record {
             whitelist: self.whitelist.iter().map(|p| p.to_string()).collect(),
             data: self.data.clone(),
             created: self.created,
             token: self.bound.clone(),
-        };
-        Bytes::from(serde_json::to_vec(&record).unwrap_or_default())
+        }
     }
 
     /// Holds `delivery` back (the session is starting, or a grant is being confirmed); past
@@ -275,13 +289,17 @@ impl Start {
 enum Phase {
     /// Waiting for the first message.
     AwaitingHello,
-    /// Loading the record of a resumed session; client messages wait.
+    /// Loading the record of a resumed session (of a 0.x client's, with `legacy`); client
+    /// messages wait.
     Resuming {
         pending: Vec<String>,
+        legacy: bool,
     },
-    /// Asking the connect hook whether the session may start; client messages wait.
+    /// Asking the connect hook whether the session may start (a 0.x client's, with `legacy`);
+    /// client messages wait.
     Admitting {
         pending: Vec<String>,
+        legacy: bool,
     },
     /// Waiting for the broker to confirm the session's subscriptions and for the log read;
     /// client messages and backend messages wait.
@@ -390,7 +408,8 @@ impl RohrpostSession {
         }
     }
 
-    /// Loads the record of session `id`, then joins it (fresh if there is none).
+    /// Loads the record of session `id`, then joins it (fresh if there is none). A 0.x session
+    /// also loads the original server's record, and starts from it when that is the newer one.
     fn load(
         &mut self,
         id: String,
@@ -400,15 +419,31 @@ impl RohrpostSession {
     ) {
         self.phase = Phase::Resuming {
             pending: Vec::new(),
+            legacy,
         };
-        let load = self.services.broker.load.send(LoadSession {
-            id: Arc::from(id.as_str()),
-        });
+        let key: Arc<str> = Arc::from(id.as_str());
+        let ours = self
+            .services
+            .broker
+            .load
+            .send(LoadSession { id: key.clone() });
+        let theirs = (self.services.broker.legacy.as_ref())
+            .filter(|_| legacy)
+            .map(|store| store.load.send(LoadLegacySession { id: key }));
+        let loaded = async move {
+            // Both requests are under way already: waiting for one then the other costs nothing.
+            let ours = ours.await;
+            let theirs = match theirs {
+                Some(theirs) => Some(theirs.await),
+                None => None,
+            };
+            (ours, theirs)
+        };
         s.context()
-            .spawn(actix::fut::wrap_future::<_, Session<Self>>(load).map(
-                move |result, act, ctx| {
+            .spawn(actix::fut::wrap_future::<_, Session<Self>>(loaded).map(
+                move |(ours, theirs), act, ctx| {
                     act.with_handler(ctx, |h, s| {
-                        let record = match result {
+                        let mut record = match ours {
                             Ok(Ok(Some(bytes))) => serde_json::from_slice::<Record>(&bytes).ok(),
                             Ok(Ok(None)) => None,
                             Ok(Err(e)) => {
@@ -420,6 +455,11 @@ impl RohrpostSession {
                                 None
                             }
                         };
+                        if let Some(theirs) = theirs {
+                            let theirs = legacy::loaded(&id, theirs);
+                            let default = &h.settings().default_whitelist;
+                            record = legacy::starting_record(record, theirs, default);
+                        }
                         let found = record.is_some();
                         if legacy || found {
                             let start = Start {
@@ -446,10 +486,10 @@ impl RohrpostSession {
             s.context().cancel_future(timer);
         }
         let pending = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Resuming { pending } | Phase::Admitting { pending } => pending,
+            Phase::Resuming { pending, .. } | Phase::Admitting { pending, .. } => pending,
             _ => Vec::new(),
         };
-        let mut session = Established::new(id, record, self.settings());
+        let mut session = Established::new(id, record, start.legacy, self.settings());
         for grant in &start.grants {
             session.change(grant);
         }
@@ -639,6 +679,7 @@ impl RohrpostSession {
                 .broker
                 .store
                 .do_send(self.store_message(session));
+            self.store_legacy(session);
         }
         info!("session closed session={} cause={cause:?}", session.id);
     }
@@ -646,7 +687,7 @@ impl RohrpostSession {
     fn store_message(&self, session: &Established) -> StoreSession {
         StoreSession {
             id: session.id.clone(),
-            record: session.record(),
+            record: Bytes::from(serde_json::to_vec(&session.record()).unwrap_or_default()),
             ttl: self.settings().ttl,
         }
     }
@@ -661,6 +702,7 @@ impl RohrpostSession {
         if self.save_retry.is_some() {
             return; // the pending retry will store the latest record
         }
+        self.store_legacy(session);
         let store = self.services.broker.store.send(self.store_message(session));
         s.context()
             .spawn(
@@ -1118,6 +1160,14 @@ fn message_id(message: &str) -> Option<String> {
 }
 
 impl SessionHandler for RohrpostSession {
+    fn drain_close<'a>(&self, asked: (u16, &'a str)) -> (u16, &'a str) {
+        if self.speaks_legacy() {
+            crate::legacy::RESTART
+        } else {
+            asked
+        }
+    }
+
     fn on_open(&mut self, s: &mut Ctx<'_>) {
         let timeout = self.settings().handshake_timeout;
         self.handshake_timer = Some(s.context().run_later(timeout, |act, ctx| {
@@ -1133,8 +1183,8 @@ impl SessionHandler for RohrpostSession {
     fn on_message(&mut self, message: String, s: &mut Ctx<'_>) {
         match &mut self.phase {
             Phase::AwaitingHello => self.hello(message, s),
-            Phase::Resuming { pending }
-            | Phase::Admitting { pending }
+            Phase::Resuming { pending, .. }
+            | Phase::Admitting { pending, .. }
             | Phase::Joining { pending, .. } => {
                 if pending.len() < MAX_PENDING {
                     pending.push(message);

@@ -10,6 +10,9 @@
 //! everything else literal). A broker remembers its subscriptions and restores them by itself
 //! after losing and regaining its server; while it is down, commands fail with
 //! [`BrokerError::Unavailable`] and nothing is queued silently.
+//!
+//! The Redis broker also reads and writes the session records of the original 0.x server
+//! ([`LegacyStore`]), which shared its Redis; the embedded broker has none.
 
 pub mod local;
 pub mod log;
@@ -21,6 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 use bytes::Bytes;
 
+use crate::legacy::record::LegacyRecord;
 use crate::topics::Pattern;
 
 /// The longest any command or connection attempt may take before the server counts as gone.
@@ -162,6 +166,44 @@ pub struct LoadSession {
     pub id: Arc<str>,
 }
 
+/// Loads the original 0.x server's record of session `id` (its hash `session:<id>`); `None` when
+/// there is none. Sent by a 0.x session that starts, beside [`LoadSession`].
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<Option<LegacyRecord>, BrokerError>")]
+pub struct LoadLegacySession {
+    pub id: Arc<str>,
+}
+
+/// Replaces the original 0.x server's record of session `id` with `record`, with a time to
+/// live. Sent by a 0.x session beside every [`StoreSession`], so that 0.x servers sharing the
+/// store see the session as Rohrpost left it.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "Result<(), BrokerError>")]
+pub struct StoreLegacySession {
+    pub id: Arc<str>,
+    pub record: LegacyRecord,
+    pub ttl: Duration,
+}
+
+/// The original 0.x server's session store, in a broker that shares its server with it (Redis).
+#[derive(Clone)]
+pub struct LegacyStore {
+    pub load: Recipient<LoadLegacySession>,
+    pub store: Recipient<StoreLegacySession>,
+}
+
+impl LegacyStore {
+    pub fn of<A>(addr: &Addr<A>) -> LegacyStore
+    where
+        A: Actor<Context = Context<A>> + Handler<LoadLegacySession> + Handler<StoreLegacySession>,
+    {
+        LegacyStore {
+            load: addr.clone().recipient(),
+            store: addr.clone().recipient(),
+        }
+    }
+}
+
 /// The secret shared by every worker and machine: `proposed` is stored if none is, and the
 /// stored one is returned.
 #[derive(Message, Debug, Clone)]
@@ -244,6 +286,8 @@ pub struct Broker {
     pub publish_logged: Recipient<log::PublishLogged>,
     pub read_log: Recipient<log::ReadLog>,
     pub confirm: Recipient<log::Confirm>,
+    /// The original 0.x server's session records, when the broker keeps them (Redis).
+    pub legacy: Option<LegacyStore>,
 }
 
 impl Broker {
@@ -273,6 +317,15 @@ impl Broker {
             load: addr.clone().recipient(),
             secret: addr.clone().recipient(),
             connected: addr.clone().recipient(),
+            legacy: None,
+        }
+    }
+
+    /// The same handle, keeping the original 0.x server's session records in `legacy`.
+    pub fn with_legacy(self, legacy: LegacyStore) -> Broker {
+        Broker {
+            legacy: Some(legacy),
+            ..self
         }
     }
 }

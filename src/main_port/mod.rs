@@ -2,7 +2,8 @@
 //! files, served by the supervisor.
 //!
 //! `GET {http.connect_path}` answers with the SockJS URL of the least-loaded ready worker that is
-//! not draining, so browsers spread over the workers with no websocket-aware proxy in front.
+//! not draining, so browsers spread over the workers with no websocket-aware proxy in front;
+//! when none can take a session, `503`, or in legacy mode the original's `404`.
 
 mod api;
 mod prometheus;
@@ -16,6 +17,7 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::broker::{Broker, Cluster, Directory, Withdraw};
 use crate::cluster::{self, read_directory};
 use crate::config::Config;
+use crate::legacy;
 use crate::supervisor::actor::{GetOverview, PickWorker, SlotState, Supervisor};
 
 /// What the main port's handlers share.
@@ -36,6 +38,9 @@ pub struct MainPort {
     pub api_key: Option<String>,
     /// `history.enabled`: the API publishes through the publication log.
     pub history: bool,
+    /// `compat.legacy_handshake`: `/connect` answers as the original server did when no worker
+    /// can take a session.
+    pub legacy: bool,
 }
 
 impl MainPort {
@@ -57,6 +62,7 @@ impl MainPort {
             prefix: config.sockjs.prefix.clone(),
             api_key: config.api.key.clone(),
             history: config.history.enabled,
+            legacy: config.compat.legacy_handshake,
         }
     }
 }
@@ -111,7 +117,9 @@ async fn pick_in_cluster(cluster: &Cluster) -> Option<Choice> {
 /// `GET /connect`: the SockJS URL of a worker, as text (or JSON with `Accept: application/json`).
 /// In a cluster the whole directory is considered; if Redis cannot answer, this machine's own
 /// workers are. 503 when no worker is ready, or when even the least-loaded one is full
-/// (`limits.max_sessions_per_worker`, as of the workers' last reports).
+/// (`limits.max_sessions_per_worker`, as of the workers' last reports); in legacy mode 404
+/// instead, as the original answered, since the 0.x client retries on 404 only (and gives up
+/// for good on anything else).
 async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
     let mut choice = match &port.cluster {
         Some(cluster) => pick_in_cluster(cluster).await,
@@ -133,29 +141,12 @@ async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
                 sessions: w.sessions,
             });
     }
-    let full = choice
-        .as_ref()
-        .is_some_and(|c| c.sessions >= port.max_sessions_per_worker);
-    let mut res = match choice {
-        Some(_) if !full => HttpResponse::Ok(),
-        _ => HttpResponse::ServiceUnavailable(),
+    let choice = match choice {
+        Some(choice) if choice.sessions < port.max_sessions_per_worker => choice,
+        other => return no_worker(&port, other.is_some()),
     };
-    res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
-        .insert_header((
-            header::CACHE_CONTROL,
-            "no-store, no-cache, must-revalidate, max-age=0",
-        ));
-    let Some(choice) = choice else {
-        return res
-            .content_type(ContentType::plaintext())
-            .body("No worker is available right now; try again in a moment.\n");
-    };
-    if full {
-        return res
-            .insert_header((header::RETRY_AFTER, "5"))
-            .content_type(ContentType::plaintext())
-            .body("Every worker is full (limits.max_sessions_per_worker); try again later.\n");
-    }
+    let mut res = HttpResponse::Ok();
+    not_cached(&mut res);
     let wants_json = req
         .headers()
         .get(header::ACCEPT)
@@ -170,6 +161,35 @@ async fn connect(req: HttpRequest, port: web::Data<MainPort>) -> HttpResponse {
     } else {
         res.content_type(ContentType::plaintext()).body(choice.url)
     }
+}
+
+/// `/connect`'s answer when no worker can take a session: none is ready, or (`full`) even the
+/// least-loaded one holds `limits.max_sessions_per_worker` sessions.
+fn no_worker(port: &MainPort, full: bool) -> HttpResponse {
+    let mut res = if port.legacy {
+        HttpResponse::NotFound()
+    } else {
+        HttpResponse::ServiceUnavailable()
+    };
+    not_cached(&mut res);
+    if full {
+        res.insert_header((header::RETRY_AFTER, "5"));
+    }
+    let body = match full {
+        _ if port.legacy => legacy::NO_WORKER,
+        false => "No worker is available right now; try again in a moment.\n",
+        true => "Every worker is full (limits.max_sessions_per_worker); try again later.\n",
+    };
+    res.content_type(ContentType::plaintext()).body(body)
+}
+
+/// What every `/connect` answer carries: any page may ask, and no cache may keep the answer.
+fn not_cached(res: &mut actix_web::HttpResponseBuilder) {
+    res.insert_header((header::ACCESS_CONTROL_ALLOW_ORIGIN, "*"))
+        .insert_header((
+            header::CACHE_CONTROL,
+            "no-store, no-cache, must-revalidate, max-age=0",
+        ));
 }
 
 /// `GET /health`: 200 while at least one worker is ready.

@@ -121,7 +121,7 @@ pub fn render(o: &Overview) -> String {
         &mut out,
         o,
         "rohrpost_refused_sessions_total",
-        "New sessions refused with close 1013, by reason (worker_full: limits.max_sessions_per_worker, address_full: limits.max_sessions_per_ip; draining: close 1012 from a worker about to restart).",
+        "New sessions refused with close 1013, by reason (worker_full: limits.max_sessions_per_worker, address_full: limits.max_sessions_per_ip; draining: close 1012, or 100 in legacy mode, from a worker about to restart).",
         |m| &m.refused_sessions,
     );
 

@@ -136,10 +136,13 @@ impl RohrpostSession {
         let request = ConnectRequest::new(&id, start.resumed, &info, token.as_deref());
         let asked = services.http.send(hook.post(&request));
         let pending = match std::mem::replace(&mut self.phase, Phase::Closed) {
-            Phase::Resuming { pending } => pending,
+            Phase::Resuming { pending, .. } => pending,
             _ => Vec::new(),
         };
-        self.phase = Phase::Admitting { pending };
+        self.phase = Phase::Admitting {
+            pending,
+            legacy: start.legacy,
+        };
         let has_token = start.bound.is_some();
         let started = std::time::Instant::now();
         let answered = move |result, act: &mut Session<Self>, ctx: &mut Context<Session<Self>>| {

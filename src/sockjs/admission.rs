@@ -8,20 +8,18 @@
 //!
 //! Once the endpoint drains (a worker about to restart closes every session with
 //! `1012 Service Restart`), it admits nobody: a client that was handed this worker just before
-//! the drain and arrives after it gets `c[1012,"Service Restart"]` too, and goes elsewhere,
-//! instead of opening a session that the drain has already passed by.
+//! the drain and arrives after it gets the drain's close frame too (`c[1012,"Service Restart"]`,
+//! or Rohrpost 0.x's code 100 in legacy mode), and goes elsewhere, instead of opening a session
+//! that the drain has already passed by.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use crate::metrics;
 
 /// Close code of a session refused for a cap ("Try Again Later").
 pub const REFUSED_CODE: u16 = 1013;
-/// Close code of a session refused while draining ("Service Restart").
-pub const DRAINING_CODE: u16 = 1012;
 
 /// Why a new session was not admitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -32,27 +30,41 @@ pub enum Refusal {
     /// `limits.max_sessions_per_ip` sessions are open from the client's address.
     #[error("Too many sessions from your address; close some and try again later")]
     AddressFull,
-    /// The endpoint is draining before a restart.
-    #[error("Service Restart")]
-    Draining,
+    /// The endpoint is draining before a restart; the close code and reason its clients get.
+    #[error("{}", .0.1)]
+    Draining((u16, &'static str)),
 }
 
 impl Refusal {
-    pub const ALL: [Refusal; 3] = [Refusal::WorkerFull, Refusal::AddressFull, Refusal::Draining];
+    /// One of each kind (the draining one with any close), for the metrics' labels.
+    pub const ALL: [Refusal; 3] = [
+        Refusal::WorkerFull,
+        Refusal::AddressFull,
+        Refusal::Draining((1012, "Service Restart")),
+    ];
+
+    /// Its place in [`Refusal::ALL`] (and among the metrics' counters).
+    pub fn index(self) -> usize {
+        match self {
+            Refusal::WorkerFull => 0,
+            Refusal::AddressFull => 1,
+            Refusal::Draining(_) => 2,
+        }
+    }
 
     /// The metrics label.
     pub fn as_str(self) -> &'static str {
         match self {
             Refusal::WorkerFull => "worker_full",
             Refusal::AddressFull => "address_full",
-            Refusal::Draining => "draining",
+            Refusal::Draining(_) => "draining",
         }
     }
 
     /// The close code the client sees.
     pub fn code(self) -> u16 {
         match self {
-            Refusal::Draining => DRAINING_CODE,
+            Refusal::Draining((code, _)) => code,
             Refusal::WorkerFull | Refusal::AddressFull => REFUSED_CODE,
         }
     }
@@ -74,7 +86,8 @@ pub struct Admission {
     max_total: usize,
     max_per_address: usize,
     counts: Mutex<Counts>,
-    draining: AtomicBool,
+    /// Once draining: the close frame refused clients get.
+    draining: OnceLock<(u16, &'static str)>,
 }
 
 impl Admission {
@@ -83,7 +96,7 @@ impl Admission {
             max_total,
             max_per_address,
             counts: Mutex::new(Counts::default()),
-            draining: AtomicBool::new(false),
+            draining: OnceLock::new(),
         })
     }
 
@@ -96,8 +109,8 @@ impl Admission {
     /// counts), or why not. Refusals are counted in the metrics.
     pub fn admit(self: &Arc<Self>, address: Option<IpAddr>) -> Result<Pass, Refusal> {
         let mut counts = self.counts();
-        let refusal = if self.draining.load(Ordering::Relaxed) {
-            Some(Refusal::Draining)
+        let refusal = if let Some(close) = self.draining.get() {
+            Some(Refusal::Draining(*close))
         } else if counts.total >= self.max_total {
             Some(Refusal::WorkerFull)
         } else if address.is_some_and(|a| {
@@ -122,9 +135,9 @@ impl Admission {
         })
     }
 
-    /// From now on, admits nobody ([`Refusal::Draining`]).
-    pub fn drain(&self) {
-        self.draining.store(true, Ordering::Relaxed);
+    /// From now on, admits nobody: [`Refusal::Draining`] with `close` (the first drain's).
+    pub fn drain(&self, close: (u16, &'static str)) {
+        let _ = self.draining.set(close);
     }
 
     fn release(&self, address: Option<IpAddr>) {
@@ -208,15 +221,25 @@ mod tests {
     fn a_draining_endpoint_admits_nobody() {
         let admission = Admission::new(10, 10);
         let held = admission.admit(ip(1)).unwrap();
-        admission.drain();
+        admission.drain((1012, "Service Restart"));
         let refusal = admission.admit(ip(2)).unwrap_err();
-        assert_eq!(refusal, Refusal::Draining);
+        assert_eq!(refusal, Refusal::Draining((1012, "Service Restart")));
         assert_eq!(
             (refusal.code(), refusal.reason().as_str()),
             (1012, "Service Restart")
         );
         drop(held);
-        assert_eq!(admission.admit(None).unwrap_err(), Refusal::Draining);
+        // A second drain does not change what the first one tells clients.
+        admission.drain((100, "another"));
+        assert_eq!(admission.admit(None).unwrap_err().code(), 1012);
+    }
+
+    #[test]
+    fn every_kind_has_its_place_in_all() {
+        for (i, refusal) in Refusal::ALL.iter().enumerate() {
+            assert_eq!(refusal.index(), i);
+        }
+        assert_eq!(Refusal::Draining((100, "x")).index(), 2);
     }
 
     #[test]

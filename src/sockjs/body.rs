@@ -92,7 +92,7 @@ pub struct ReceivingTransport {
 
 /// Attaches a receiving request to session `id` (created if unknown) and streams its frames.
 /// A new session the endpoint does not admit gets just the refusal's close frame
-/// (`c[1013,"..."]` beyond a cap, `c[1012,"Service Restart"]` while draining).
+/// (`c[1013,"..."]` beyond a cap, the drain's, e.g. `c[1012,"Service Restart"]`, while draining).
 pub async fn receive(
     req: &HttpRequest,
     endpoint: &EndpointInner,

@@ -164,14 +164,26 @@ impl Endpoint {
             .unwrap_or(0)
     }
 
-    /// Stops admitting sessions (new ones are refused with `c[1012,"Service Restart"]`), then
-    /// closes every open one with `code` and `reason`; returns how many were told.
-    pub async fn drain(&self, code: u16, reason: &str) -> usize {
-        self.inner.admission.drain();
+    /// Stops admitting sessions (new ones are refused with `drain.refuse`), then closes every
+    /// open one with `drain.close` (or the close its handler names instead); returns how many
+    /// were told.
+    pub async fn drain(&self, drain: Drain) -> usize {
+        self.inner.admission.drain(drain.refuse);
+        let (code, reason) = drain.close;
         let close = registry::CloseAll {
             code,
             reason: reason.to_string(),
         };
         self.inner.registry().send(close).await.unwrap_or(0)
     }
+}
+
+/// How an endpoint drains ([`Endpoint::drain`]): the close frames its clients get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Drain {
+    /// What every open session is closed with, unless its handler names another
+    /// ([`SessionHandler::drain_close`]).
+    pub close: (u16, &'static str),
+    /// What every new session is refused with from now on, before any handler has seen it.
+    pub refuse: (u16, &'static str),
 }

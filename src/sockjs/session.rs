@@ -7,8 +7,9 @@
 //!
 //! What a session *does* with messages is the job of its [`SessionHandler`]: the echo handler of
 //! the conformance server, or Rohrpost's own session logic. A handler sees four things: the
-//! session opened, a message arrived, and the session closed; and it can send messages and
-//! close the session through [`SessionCtx`]. Messages to send are encoded once
+//! session opened, a message arrived, the endpoint drains (the handler names the close frame its
+//! client gets), and the session closed; and it can send messages and close the session
+//! through [`SessionCtx`]. Messages to send are encoded once
 //! ([`EncodedMessage`]) and coalesced into one `a[...]` frame when several are pending.
 //!
 //! Lifecycle: a session starts with its first receiver and sends it the open frame. Without a
@@ -44,6 +45,13 @@ pub trait SessionHandler: Sized + Unpin + 'static {
     /// The session is closed: by [`SessionCtx::close`], an interrupted transport, a full queue,
     /// or the disconnect timeout. Called exactly once.
     fn on_close(&mut self, _cause: CloseCause) {}
+
+    /// The close frame the client gets when the session is closed from outside (the endpoint
+    /// drains), given the one asked for. A handler whose client reconnects at once only on
+    /// another code (Rohrpost 0.x clients: 100) names that one.
+    fn drain_close<'a>(&self, asked: (u16, &'a str)) -> (u16, &'a str) {
+        asked
+    }
 }
 
 /// Why a session ended.
@@ -69,9 +77,10 @@ pub struct Attach(pub Receiver);
 #[rtype(result = "()")]
 pub struct ClientMessages(pub Vec<String>);
 
-/// Closes a session from outside (e.g. a worker draining). The close is graceful: messages the
-/// client sent before it saw the close frame still reach the handler, which is told of the close
-/// when the session ends (the websocket's closing handshake is over, or `disconnect_delay`).
+/// Closes a session from outside (a worker draining), with this close frame unless the handler
+/// names another ([`SessionHandler::drain_close`]). The close is graceful: messages the client
+/// sent before it saw the close frame still reach the handler, which is told of the close when
+/// the session ends (the websocket's closing handshake is over, or `disconnect_delay`).
 #[derive(Message, Debug, Clone)]
 #[rtype(result = "()")]
 pub struct CloseSession {
@@ -274,8 +283,8 @@ impl<H: SessionHandler> Handler<CloseSession> for Session<H> {
         if self.core.closed.is_none() {
             self.core.graceful = true;
         }
-        self.core
-            .close(msg.code, &msg.reason, CloseCause::Closed, ctx);
+        let (code, reason) = self.handler.drain_close((msg.code, &msg.reason));
+        self.core.close(code, reason, CloseCause::Closed, ctx);
         self.report_close();
     }
 }

@@ -87,8 +87,8 @@ fn handshake_refused(e: HandshakeError) -> HttpResponse {
 /// The transport actor of one websocket connection.
 struct WsTransport {
     /// This connection's place among the endpoint's sessions, held while it lives; or why it
-    /// was refused one (it is then closed with the refusal's code, 1013 or 1012, without starting
-    /// a session).
+    /// was refused one (it is then closed with the refusal's code, 1013, or the drain's, without
+    /// starting a session).
     admitted: Result<Pass, Refusal>,
     /// The upgrade request, handed to the session when it starts.
     opening: Option<Opening>,
@@ -109,15 +109,11 @@ impl Actor for WsTransport {
     fn started(&mut self, ctx: &mut Self::Context) {
         if let Err(refusal) = self.admitted {
             debug!("websocket session refused session={}: {refusal}", self.id);
-            let reason = refusal.reason();
+            let frame = Frame::close(refusal.code(), &refusal.reason());
             if self.flavour == Flavour::Framed {
-                ctx.text(Frame::close(refusal.code(), &reason).as_str());
+                ctx.text(frame.as_str());
             }
-            let close = CloseReason {
-                code: CloseCode::from(refusal.code()),
-                description: Some(reason),
-            };
-            self.start_closing(Some(close), ctx);
+            self.start_closing(Some(raw_close_reason(&frame)), ctx);
             return;
         }
         let (receiver, mut frames): (_, FrameStream) = receiver::channel(ReceiverKind::Streaming);
@@ -281,7 +277,8 @@ impl WsTransport {
 }
 
 /// The websocket close reason for a raw connection, from a SockJS close frame. Codes a websocket
-/// may not carry (SockJS's 2010, say) become 1000.
+/// may not carry become 1000 (SockJS's 2010, say), except Rohrpost 0.x's restart code 100,
+/// which becomes the websocket code that says the same, 1012.
 fn raw_close_reason(frame: &Frame) -> CloseReason {
     let parsed: Option<(u16, String)> = frame
         .body
@@ -290,6 +287,8 @@ fn raw_close_reason(frame: &Frame) -> CloseReason {
     let (code, reason) = parsed.unwrap_or((1000, String::new()));
     let code = if (3000..=4999).contains(&code) || (1000..=1014).contains(&code) {
         CloseCode::from(code)
+    } else if code == crate::legacy::RESTART.0 {
+        CloseCode::Restart
     } else {
         CloseCode::Normal
     };

@@ -2,8 +2,9 @@
 //!
 //! Reports `ready` once, then a `status` line every second; reads commands from stdin. A `drain`
 //! command, or end-of-file on stdin (the supervisor is gone), drains the worker: every session is
-//! closed with `1012 Service Restart` so that clients reconnect at once through `/connect`, and
-//! the worker exits when its sessions are gone or after `workers.drain_timeout`.
+//! closed with `1012 Service Restart` (in legacy mode 0.x sessions with their own code, see
+//! [`drain_closes`]) so that clients reconnect at once through `/connect`, and the worker exits
+//! when its sessions are gone or after `workers.drain_timeout`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -18,13 +19,31 @@ use crate::broker::{Announce, Cluster, Withdraw};
 use crate::cluster::{self, WorkerEntry};
 use crate::control::{encode, Command, WorkerEvent};
 use crate::http_backend::{HttpBackend, InFlight};
+use crate::legacy;
 use crate::metrics;
 use crate::pending;
 use crate::router::{Router, ShareProgress};
-use crate::sockjs::Endpoint;
+use crate::sockjs::{Drain, Endpoint};
 
 /// Close code and reason telling clients to reconnect at once, elsewhere.
 pub const SERVICE_RESTART: (u16, &str) = (1012, "Service Restart");
+
+/// How a worker's endpoint drains. Every session is closed with [`SERVICE_RESTART`], except
+/// that in legacy mode 0.x sessions, and sessions that have not said yet which client they
+/// are, get [`legacy::RESTART`] (the session decides: `RohrpostSession`'s `drain_close`). New
+/// sessions arriving meanwhile are refused before they say anything, so in legacy mode they
+/// get `legacy::RESTART` too: 0.x clients on sockjs-client 1.x would take 1012 for a clean
+/// close and give up for good, and every client Rohrpost ships reconnects at once on 100 too.
+pub fn drain_closes(legacy_handshake: bool) -> Drain {
+    Drain {
+        close: SERVICE_RESTART,
+        refuse: if legacy_handshake {
+            legacy::RESTART
+        } else {
+            SERVICE_RESTART
+        },
+    }
+}
 /// Interval of status reports.
 const STATUS_EVERY: Duration = Duration::from_secs(1);
 /// Pause before a drained worker exits, for the broker connection to send what it was given.
@@ -33,9 +52,11 @@ const BROKER_FLUSH: Duration = Duration::from_millis(200);
 const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Starts the control tasks on the current thread. With `announce`, the worker also keeps its
-/// entry in the cluster directory under its URL.
+/// entry in the cluster directory under its URL; `drain` says how its sessions are closed.
+#[allow(clippy::too_many_arguments)]
 pub fn start(
     endpoint: Endpoint,
+    drain: Drain,
     http: actix::Addr<HttpBackend>,
     router: actix::Addr<Router>,
     server: ServerHandle,
@@ -107,8 +128,7 @@ pub fn start(
                     draining = true;
                     // Every session tells its client how far it is caught up, before the close.
                     let _ = router.send(ShareProgress).await;
-                    let (code, reason) = SERVICE_RESTART;
-                    let told = endpoint.drain(code, reason).await;
+                    let told = endpoint.drain(drain).await;
                     info!("worker draining reason={why:?} sessions={told}");
                     let _ = lines.send(encode(&WorkerEvent::Draining { sessions: told }));
                     let endpoint = endpoint.clone();

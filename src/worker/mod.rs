@@ -21,7 +21,7 @@ use log::{info, warn};
 use crate::broker::local::LocalBroker;
 use crate::broker::log::HistorySettings;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, Cluster, IsConnected, SharedSecret, WatchRestored};
+use crate::broker::{Broker, Cluster, IsConnected, LegacyStore, SharedSecret, WatchRestored};
 use crate::config::{BrokerKind, Config};
 use crate::http_backend::HttpBackend;
 use crate::recovery::Recovery;
@@ -48,7 +48,8 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
             let history = HistorySettings::of(&config.history);
             let redis = RedisBroker::start(&config.broker.redis_url, history, deliver)?;
             redis.do_send(restored);
-            (Broker::of(&redis), Some(Cluster::of(&redis)))
+            let broker = Broker::of(&redis).with_legacy(LegacyStore::of(&redis));
+            (broker, Some(Cluster::of(&redis)))
         }
         BrokerKind::Local => {
             let local = LocalBroker::start(&config.broker.socket, deliver);
@@ -169,6 +170,7 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
     if supervised {
         control::start(
             endpoint,
+            control::drain_closes(config.compat.legacy_handshake),
             http,
             router,
             server.handle(),

@@ -37,6 +37,32 @@ async fn websocket_upgrade_without_connection_upgrade_is_400() {
     );
 }
 
+/// The hixie-76 handshake (browsers of 2010–2011: `Sec-WebSocket-Key1`/`Key2`, no version) is
+/// refused with 400, deliberately (README, "Compared with sockjs-node"); sockjs-client then
+/// falls back to an HTTP transport.
+#[actix_rt::test]
+async fn hixie_76_handshake_is_refused_with_400() {
+    let server = TestServer::sockjs().await;
+    let mut conn = RawConnection::connect(server.port());
+    conn.send_request(
+        "GET",
+        "/echo/0/0/websocket",
+        "1.1",
+        &[
+            ("Upgrade", "WebSocket"),
+            ("Connection", "Upgrade"),
+            ("Origin", "http://example.com"),
+            ("Sec-WebSocket-Key1", "4 @1  46546xW%0l 1 5"),
+            ("Sec-WebSocket-Key2", "12998 5 Y3 1  .P00"),
+        ],
+        "^n:ds[4U",
+    );
+    let head = conn.read_head();
+    assert_eq!(head.status, 400, "hixie-76 must be refused");
+    let body = String::from_utf8_lossy(&conn.read_body(&head)).into_owned();
+    assert!(body.contains("Sec-WebSocket-Version"), "body {body:?}");
+}
+
 #[actix_rt::test]
 async fn post_to_websocket_url_is_405_with_allow_and_no_body() {
     let server = TestServer::sockjs().await;

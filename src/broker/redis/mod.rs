@@ -1,5 +1,5 @@
 //! The Redis broker: the actor through which one worker process publishes, subscribes and keeps
-//! session records in Redis.
+//! session records in Redis (Rohrpost's, and the original 0.x server's: [`legacy`]).
 //!
 //! # Connections
 //! The actor holds two connections to one Redis server: a pub/sub connection, split into a sink
@@ -58,6 +58,7 @@ use super::{
 use crate::topics::Pattern;
 
 mod functions;
+mod legacy;
 
 /// The most names sent in one subscription command, so that restoring many subscriptions is a
 /// series of modest commands.
