@@ -47,6 +47,9 @@ pub struct RawHooks {
     pub connect_url: String,
     pub connect_timeout: String,
     pub connect_on_error: ConnectOnError,
+    pub events_url: String,
+    pub events_timeout: String,
+    pub events_attempts: i64,
 }
 
 impl Default for RawHooks {
@@ -55,6 +58,9 @@ impl Default for RawHooks {
             connect_url: String::new(),
             connect_timeout: "5s".into(),
             connect_on_error: ConnectOnError::Refuse,
+            events_url: String::new(),
+            events_timeout: "5s".into(),
+            events_attempts: 10,
         }
     }
 }
@@ -79,6 +85,12 @@ pub struct HooksConfig {
     pub connect_url: Option<String>,
     pub connect_timeout: Duration,
     pub connect_on_error: ConnectOnError,
+    /// `None`: session events are only published on `rohrpost.events`, not POSTed.
+    pub events_url: Option<String>,
+    /// The longest one POST of events may take.
+    pub events_timeout: Duration,
+    /// How many times a batch of events is tried before it is dropped (logged, counted).
+    pub events_attempts: u32,
 }
 
 /// What a connect hook that cannot be asked (timeout, no connection, 5xx) means.
@@ -171,10 +183,37 @@ impl RawHooks {
         };
         let connect_timeout =
             super::validate::duration(errors, "hooks.connect_timeout", &self.connect_timeout);
+        let events_url = match self.events_url.trim() {
+            "" => None,
+            url if super::validate::http_url(url) => Some(url.to_string()),
+            _ => {
+                errors.push(ConfigError::HttpUrl {
+                    key: "hooks.events_url".into(),
+                    value: self.events_url.clone(),
+                });
+                None
+            }
+        };
+        let events_timeout =
+            super::validate::duration(errors, "hooks.events_timeout", &self.events_timeout);
+        let events_attempts = match u32::try_from(self.events_attempts) {
+            Ok(n @ 1..=1000) => n,
+            _ => {
+                errors.push(ConfigError::Range {
+                    key: "hooks.events_attempts",
+                    value: self.events_attempts,
+                    range: "1..=1000",
+                });
+                1
+            }
+        };
         HooksConfig {
             connect_url,
             connect_timeout,
             connect_on_error: self.connect_on_error,
+            events_url,
+            events_timeout,
+            events_attempts,
         }
     }
 }
@@ -214,6 +253,9 @@ impl HooksConfig {
             connect_url: self.connect_url.clone().unwrap_or_default(),
             connect_timeout: format_duration(self.connect_timeout),
             connect_on_error: self.connect_on_error,
+            events_url: self.events_url.clone().unwrap_or_default(),
+            events_timeout: format_duration(self.events_timeout),
+            events_attempts: i64::from(self.events_attempts),
         }
     }
 }

@@ -184,6 +184,9 @@ pub struct SessionsConfig {
     pub secret: Option<String>,
     pub ttl: Duration,
     pub handshake_timeout: Duration,
+    /// How long a session whose connection went away may be resumed before it ends for good
+    /// (`session.closed`, reason `expired`).
+    pub resume_grace: Duration,
     pub default_whitelist: Vec<Pattern>,
 }
 
@@ -301,6 +304,7 @@ impl Config {
                     .unwrap_or_default(),
                 ttl: format_duration(self.sessions.ttl),
                 handshake_timeout: format_duration(self.sessions.handshake_timeout),
+                resume_grace: format_duration(self.sessions.resume_grace),
                 default_whitelist: self
                     .sessions
                     .default_whitelist

@@ -212,6 +212,7 @@ pub struct RawSessions {
     pub secret: String,
     pub ttl: String,
     pub handshake_timeout: String,
+    pub resume_grace: String,
     pub default_whitelist: Vec<String>,
 }
 
@@ -221,6 +222,7 @@ impl Default for RawSessions {
             secret: String::new(),
             ttl: "10m".into(),
             handshake_timeout: "10s".into(),
+            resume_grace: "10s".into(),
             default_whitelist: Vec::new(),
         }
     }

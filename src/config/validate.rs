@@ -98,6 +98,11 @@ impl RawConfig {
             "sessions.handshake_timeout",
             &self.sessions.handshake_timeout,
         );
+        let resume_grace = duration(
+            &mut errors,
+            "sessions.resume_grace",
+            &self.sessions.resume_grace,
+        );
 
         let response_limit = checked_range(
             &mut errors,
@@ -374,6 +379,7 @@ impl RawConfig {
                 secret: (!self.sessions.secret.is_empty()).then_some(self.sessions.secret),
                 ttl,
                 handshake_timeout,
+                resume_grace,
                 default_whitelist,
             },
             http_topics,
