@@ -23,6 +23,7 @@ pub mod demo_backend;
 pub mod echo;
 pub mod fuzzing;
 pub mod http_backend;
+pub mod leases;
 pub mod legacy;
 pub mod main_port;
 pub mod metrics;
