@@ -21,6 +21,7 @@ pub mod config;
 pub mod control;
 pub mod demo_backend;
 pub mod echo;
+pub mod event_hook;
 pub mod fuzzing;
 pub mod http_backend;
 pub mod leases;

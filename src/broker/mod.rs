@@ -15,6 +15,7 @@
 //! ([`LegacyStore`]), which shared its Redis; the embedded broker has none.
 
 pub mod directory;
+pub mod lead;
 pub mod local;
 pub mod log;
 pub mod redis;

@@ -59,6 +59,7 @@ use crate::topics::Pattern;
 
 mod directory;
 mod functions;
+mod lead;
 mod legacy;
 
 /// The most names sent in one subscription command, so that restoring many subscriptions is a
