@@ -27,7 +27,7 @@
 //! ```
 //!
 //! Close codes ([`FORBIDDEN`], [`TOKEN_EXPIRED`], [`AUTH_UNAVAILABLE`]) stay clear of the
-//! others Rohrpost sends (4000 handshake timeout, 4001 taken over), which a hook may not
+//! others Rohrpost sends (4000 handshake timeout, 4001 taken over, 4005 kicked), which a hook may not
 //! choose either ([`RESERVED_CODES`]).
 
 pub mod connect_hook;
@@ -50,7 +50,7 @@ pub const TOKEN_EXPIRED: (u16, &str) = (4004, "Token expired");
 pub const AUTH_UNAVAILABLE: (u16, &str) = (1013, "Authentication unavailable; try again later");
 /// Close codes with a meaning of their own for clients, which a connect hook's refusal may not
 /// use (it gets [`FORBIDDEN`]'s code instead): handshake timeout, taken over, token expired.
-pub const RESERVED_CODES: [u16; 3] = [4000, 4001, TOKEN_EXPIRED.0];
+pub const RESERVED_CODES: [u16; 4] = [4000, 4001, TOKEN_EXPIRED.0, crate::session::KICKED.0];
 /// The longest close reason: a websocket close frame holds at most 123 bytes of it.
 pub const MAX_REASON_BYTES: usize = 123;
 

@@ -80,7 +80,7 @@ fn a_4xx_answer_refuses_with_the_hooks_code_and_reason() {
     assert_eq!(refused(404, "not json"), (4003, "Forbidden".to_string()));
     assert_eq!(refused(302, ""), (4003, "Forbidden".to_string()));
     // Codes with a meaning of their own, or outside the application range, are replaced.
-    for code in [4000, 4001, 4004, 1000, 3000, 5000, 70000] {
+    for code in [4000, 4001, 4004, 4005, 1000, 3000, 5000, 70000] {
         let body: &'static str = Box::leak(format!(r#"{{"code": {code}}}"#).into_boxed_str());
         assert_eq!(refused(403, body).0, 4003, "code {code}");
     }

@@ -252,6 +252,12 @@ impl Session {
         self.outbox.send(Message::Text(frame.into())).is_ok()
     }
 
+    /// Says goodbye (`{"bye": 1}`): the session ends for good.
+    pub fn bye(&self) {
+        let frame = serde_json::to_string(&[r#"{"bye":1}"#]).unwrap_or_default();
+        let _ = self.outbox.send(Message::Text(frame.into()));
+    }
+
     /// Closes the websocket.
     pub fn close(&self) {
         let _ = self.outbox.send(Message::Close(None));

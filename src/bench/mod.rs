@@ -15,6 +15,9 @@
 //!   unless both end bounded and nothing was lost (see `soak.rs`).
 //! - `recovery`: N sessions follow a numbered fan-out while a staged restart moves them all;
 //!   how long each resume takes to catch up, and each burst (see `recovery.rs`).
+//! - `presence`: N sessions come and go with the bench as the server's event hook (on
+//!   `--backend`); session events/s through the hook, and the presence queries' time (see
+//!   `presence.rs`).
 //!
 //! Every run is bounded by `--timeout` and by its counts. The bench raises its own open-file
 //! limit to fit the sessions, and with `--src-ips 127.0.0.2-127.0.0.30` binds client sockets
@@ -24,6 +27,7 @@
 
 mod addresses;
 mod client;
+mod presence;
 mod processes;
 mod recovery;
 mod scenarios;
@@ -52,6 +56,7 @@ pub enum Scenario {
     Http,
     Soak,
     Recovery,
+    Presence,
 }
 
 /// The options of `rohrpost bench`.
@@ -94,7 +99,7 @@ pub struct BenchArgs {
     /// `127.0.0.2-127.0.0.30` and/or a comma-separated list.
     #[arg(long)]
     pub src_ips: Option<String>,
-    /// Address the minimal HTTP backend listens on (http).
+    /// Address the minimal HTTP backend (http) or the event hook (presence) listens on.
     #[arg(long, default_value = "127.0.0.1:3199")]
     pub backend: String,
     /// How long `idle` holds the sessions.

@@ -52,6 +52,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
         Scenario::Http => round_trips(&args, &clients, &server, deadline).await?,
         Scenario::Soak => return super::soak::soak(&args, &clients).await,
         Scenario::Recovery => super::recovery::recovery(&args, &clients, &server, deadline).await?,
+        Scenario::Presence => super::presence::presence(&args, &clients, &server, deadline).await?,
     };
     println!("{report}");
     print_table(&report);
@@ -103,7 +104,7 @@ impl Clients {
 }
 
 /// Opens `n` sessions, `concurrency` at a time.
-async fn open_sessions(
+pub(super) async fn open_sessions(
     args: &BenchArgs,
     clients: &Clients,
     tally: &Rc<RefCell<Tally>>,
