@@ -538,6 +538,14 @@ impl RohrpostSession {
             Some(Ok(since)) => Some(since.clone()),
             _ => None,
         };
+        // Listed before the welcome: a backend that sees the welcome (or its session.opened)
+        // finds the session in the directory.
+        let listing = self
+            .services
+            .broker
+            .directory
+            .put
+            .send(self.put_message(&session));
         self.phase = Phase::Joining {
             session,
             start,
@@ -548,8 +556,18 @@ impl RohrpostSession {
         let recovery = self.services.recovery.clone();
         let sockjs = s.id().to_owned();
         let ready = async move {
-            if tokio::time::timeout(CONFIRM_WAIT, joined).await.is_err() {
+            let confirmed = tokio::time::timeout(CONFIRM_WAIT, joined);
+            let (confirmed, listed) = futures_util::future::join(confirmed, listing).await;
+            if confirmed.is_err() {
                 info!("subscriptions not confirmed in time sockjs={sockjs}; welcoming anyway");
+            }
+            match listed {
+                Ok(Ok(_)) => {}
+                // Listed by the next store of the record, which retries.
+                Ok(Err(e)) => {
+                    info!("session not listed before its welcome sockjs={sockjs} error={e}")
+                }
+                Err(e) => info!("session not listed before its welcome sockjs={sockjs} error={e}"),
             }
             if !history {
                 return None;
