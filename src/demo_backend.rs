@@ -34,7 +34,7 @@ mod tests;
 
 use std::sync::{Mutex, MutexGuard};
 
-use actix_web::http::StatusCode;
+use actix_web::http::{Method, StatusCode};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use log::{info, warn};
 use serde::Deserialize;
@@ -134,15 +134,19 @@ impl Demo {
         lock(&self.chat)
     }
 
+    /// A server API request to `url`, with the API key.
+    fn request(&self, method: Method, url: &str) -> awc::ClientRequest {
+        CLIENT.with(|c| {
+            c.request(method, url)
+                .insert_header(("Authorization", format!("Bearer {}", self.key)))
+        })
+    }
+
     /// POSTs `body` to the server API; answers its status, or `None` when it could not be
     /// reached. Failures are logged (the chat goes on).
     async fn post(&self, path: &str, body: Value) -> Option<StatusCode> {
         let url = format!("{}{}", self.api, path);
-        let request = CLIENT.with(|c| {
-            c.post(&url)
-                .insert_header(("Authorization", format!("Bearer {}", self.key)))
-        });
-        match request.send_json(&body).await {
+        match self.request(Method::POST, &url).send_json(&body).await {
             Ok(res) if res.status().is_success() => Some(res.status()),
             Ok(res) => {
                 warn!("demo backend: {url} answered {}", res.status());
@@ -159,11 +163,7 @@ impl Demo {
     /// it has ended, even if its `session.closed` has not arrived (or was lost).
     async fn is_gone(&self, session: &str) -> bool {
         let url = format!("{}/api/sessions/{session}", self.api);
-        let request = CLIENT.with(|c| {
-            c.get(&url)
-                .insert_header(("Authorization", format!("Bearer {}", self.key)))
-        });
-        match request.send().await {
+        match self.request(Method::GET, &url).send().await {
             Ok(res) => res.status() == StatusCode::NOT_FOUND,
             Err(e) => {
                 warn!("demo backend: {url} failed: {e}");
