@@ -258,6 +258,17 @@ pub fn parse_refresh(message: &str) -> Option<String> {
         .map(|r| r.refresh)
 }
 
+/// Whether `message` is a goodbye, `{"bye": 1}`: the client ends its session for good (it is
+/// no envelope: look here only once [`parse_envelope`] refused it).
+pub fn parse_bye(message: &str) -> bool {
+    #[derive(Deserialize)]
+    struct Bye {
+        bye: Value,
+    }
+    serde_json::from_str::<Bye>(message)
+        .is_ok_and(|b| matches!(b.bye, Value::Bool(true)) || b.bye.as_u64() == Some(1))
+}
+
 /// A client message after the handshake.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Envelope {
@@ -329,6 +340,10 @@ pub struct BackendMessage {
     /// every other connection of the session closes (sent by Rohrpost itself).
     #[serde(default, rename = "rohrpostTakeover")]
     pub takeover: Option<String>,
+    /// On a direct topic: the session was kicked (`DELETE /api/sessions/{id}`) with this
+    /// reason; its connection closes and it may not resume (sent by Rohrpost itself).
+    #[serde(default, rename = "rohrpostKick")]
+    pub kick: Option<String>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {

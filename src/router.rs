@@ -373,6 +373,7 @@ impl Router {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::broker::directory::{EndEntry, GetEntry, ListEntries, Put, PutEntry, TouchEntries};
     use crate::broker::{
         IsConnected, LoadSession, Publish, SharedSecret, StoreSession, Subscribe, Unsubscribe,
     };
@@ -445,6 +446,36 @@ mod tests {
             _: &mut Context<Self>,
         ) -> Self::Result {
             Err(crate::broker::BrokerError::Server("not logged here".into()))
+        }
+    }
+    impl Handler<PutEntry> for FakeBroker {
+        type Result = Result<Put, crate::broker::BrokerError>;
+        fn handle(&mut self, _: PutEntry, _: &mut Context<Self>) -> Self::Result {
+            Ok(Put::Opened)
+        }
+    }
+    impl Handler<TouchEntries> for FakeBroker {
+        type Result = Result<Vec<Arc<str>>, crate::broker::BrokerError>;
+        fn handle(&mut self, _: TouchEntries, _: &mut Context<Self>) -> Self::Result {
+            Ok(Vec::new())
+        }
+    }
+    impl Handler<EndEntry> for FakeBroker {
+        type Result = Result<bool, crate::broker::BrokerError>;
+        fn handle(&mut self, _: EndEntry, _: &mut Context<Self>) -> Self::Result {
+            Ok(false)
+        }
+    }
+    impl Handler<ListEntries> for FakeBroker {
+        type Result = Result<Vec<Bytes>, crate::broker::BrokerError>;
+        fn handle(&mut self, _: ListEntries, _: &mut Context<Self>) -> Self::Result {
+            Ok(Vec::new())
+        }
+    }
+    impl Handler<GetEntry> for FakeBroker {
+        type Result = Result<Option<Bytes>, crate::broker::BrokerError>;
+        fn handle(&mut self, _: GetEntry, _: &mut Context<Self>) -> Self::Result {
+            Ok(None)
         }
     }
     impl Handler<Confirm> for FakeBroker {

@@ -16,6 +16,9 @@
 
 mod auth;
 mod legacy;
+mod presence;
+
+pub use presence::{GOODBYE, KICKED};
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,6 +31,7 @@ use log::{debug, info};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use crate::broker::directory::TouchEntries;
 use crate::broker::log::{Position, PublishLogged};
 use crate::broker::{
     Broker, BrokerError, Cluster, LinkRestored, LoadLegacySession, LoadSession, Publish,
@@ -35,11 +39,12 @@ use crate::broker::{
 };
 use crate::config::{Config, HttpTopicRule};
 use crate::http_backend::{rule_for, HttpBackend, HttpCall};
+use crate::leases::Leases;
 use crate::metrics::{self, DropReason, Path};
 use crate::pending;
 use crate::protocol::{
-    ack, envelope, parse_envelope, parse_hello, parse_refresh, BackendMessage, ClientError,
-    ClientPayload, ErrorCode, Handshake, Hello, ACK_TOPIC, DIRECT_PREFIX, ERROR_TOPIC,
+    ack, envelope, parse_bye, parse_envelope, parse_hello, parse_refresh, BackendMessage,
+    ClientError, ClientPayload, ErrorCode, Handshake, Hello, ACK_TOPIC, DIRECT_PREFIX, ERROR_TOPIC,
     POSITION_TOPIC, WELCOME_TOPIC,
 };
 use crate::rate_limit::{TokenBucket, Verdict};
@@ -76,6 +81,10 @@ pub struct Services {
     pub http: Addr<HttpBackend>,
     /// Batched reads of the publication log for sessions that start.
     pub recovery: Addr<Recovery>,
+    /// Renews the directory leases of the sessions connected here.
+    pub leases: Addr<Leases>,
+    /// This worker, as session entries name it (its SockJS URL).
+    pub worker: Arc<str>,
     pub settings: SessionSettings,
 }
 
@@ -88,6 +97,8 @@ pub struct SessionSettings {
     pub burst: u32,
     pub handshake_timeout: Duration,
     pub ttl: Duration,
+    /// `sessions.resume_grace`: the lease of a session's directory entry.
+    pub resume_grace: Duration,
     pub legacy_handshake: bool,
     pub http_rules: Arc<Vec<HttpTopicRule>>,
     pub tokens: TokenKey,
@@ -107,6 +118,7 @@ impl SessionSettings {
             burst: config.limits.burst,
             handshake_timeout: config.sessions.handshake_timeout,
             ttl: config.sessions.ttl,
+            resume_grace: config.sessions.resume_grace,
             legacy_handshake: config.compat.legacy_handshake,
             http_rules: Arc::new(config.http_topics.clone()),
             tokens,
@@ -327,6 +339,8 @@ pub struct RohrpostSession {
     nonce: String,
     /// Closed because another connection resumed the session: it owns the record now.
     taken_over: bool,
+    /// The session ended for good (a goodbye, a kick): its directory entry is not stored again.
+    ended: bool,
     /// The hello's credential, the opening request (for the connect hook), the token's expiry.
     auth: auth::SessionAuth,
 }
@@ -358,6 +372,7 @@ impl RohrpostSession {
             save_backoff: SAVE_RETRY_FIRST,
             nonce: format!("{:016x}", rand::random::<u64>()),
             taken_over: false,
+            ended: false,
         }
     }
 
@@ -427,23 +442,40 @@ impl RohrpostSession {
             .broker
             .load
             .send(LoadSession { id: key.clone() });
+        // A resumed session's directory entry must still be there (its lease is renewed for the
+        // grace here): if it is gone the session ended for good, and this is a new one. A 0.x
+        // client names its session itself; it is listed anew if need be.
+        let listed = (!legacy).then(|| {
+            self.services.broker.directory.touch.send(TouchEntries {
+                ids: vec![key.clone()],
+                lease: self.settings().resume_grace,
+            })
+        });
         let theirs = (self.services.broker.legacy.as_ref())
             .filter(|_| legacy)
             .map(|store| store.load.send(LoadLegacySession { id: key }));
         let loaded = async move {
-            // Both requests are under way already: waiting for one then the other costs nothing.
+            // The requests are under way already: waiting for one then the other costs nothing.
             let ours = ours.await;
+            let gone = match listed {
+                Some(listed) => matches!(listed.await, Ok(Ok(gone)) if !gone.is_empty()),
+                None => false,
+            };
             let theirs = match theirs {
                 Some(theirs) => Some(theirs.await),
                 None => None,
             };
-            (ours, theirs)
+            (ours, gone, theirs)
         };
         s.context()
             .spawn(actix::fut::wrap_future::<_, Session<Self>>(loaded).map(
-                move |(ours, theirs), act, ctx| {
+                move |(ours, gone, theirs), act, ctx| {
                     act.with_handler(ctx, |h, s| {
                         let mut record = match ours {
+                            Ok(Ok(Some(_))) if gone => {
+                                info!("session not resumed: it ended for good session={id}");
+                                None
+                            }
                             Ok(Ok(Some(bytes))) => serde_json::from_slice::<Record>(&bytes).ok(),
                             Ok(Ok(None)) => None,
                             Ok(Err(e)) => {
@@ -596,6 +628,7 @@ impl RohrpostSession {
         let id = session.id.clone();
         self.phase = Phase::Established(session);
         self.save(s);
+        self.hold_lease(&id, s);
         // Keep the record alive while connected.
         let refresh = (self.settings().ttl / 3).max(Duration::from_secs(1));
         s.context()
@@ -674,6 +707,7 @@ impl RohrpostSession {
     /// connection took the session over: the record is that one's now.
     fn closed(&mut self, session: &Established, cause: CloseCause) {
         self.services.router.do_send(Leave { key: self.key });
+        self.unlisted(session);
         if !self.taken_over {
             self.services
                 .broker
@@ -692,23 +726,39 @@ impl RohrpostSession {
         }
     }
 
-    /// Stores the session record; while the broker cannot take it, tries again with backoff
-    /// (one retry chain at a time, always with the latest record), so that a session made or
-    /// changed while Redis is down can still be resumed elsewhere once Redis is back.
+    /// Stores the session record and its directory entry; while the broker cannot take them,
+    /// tries again with backoff (one retry chain at a time, always with the latest record), so
+    /// that a session made or changed while Redis is down can still be resumed elsewhere once
+    /// Redis is back. A session that ended for good stores nothing more.
     fn save(&mut self, s: &mut Ctx<'_>) {
         let Phase::Established(session) = &self.phase else {
             return;
         };
+        if self.ended {
+            return;
+        }
         if self.save_retry.is_some() {
             return; // the pending retry will store the latest record
         }
         self.store_legacy(session);
         let store = self.services.broker.store.send(self.store_message(session));
+        let put = self
+            .services
+            .broker
+            .directory
+            .put
+            .send(self.put_message(session));
+        let both = async move { (store.await, put.await) };
         s.context()
             .spawn(
-                actix::fut::wrap_future::<_, Session<Self>>(store).map(|result, act, ctx| {
-                    if matches!(result, Ok(Ok(()))) {
-                        act.with_handler(ctx, |h, _| h.save_backoff = SAVE_RETRY_FIRST);
+                actix::fut::wrap_future::<_, Session<Self>>(both).map(|result, act, ctx| {
+                    if let (Ok(Ok(())), Ok(Ok(put))) = result {
+                        act.with_handler(ctx, |h, _| {
+                            h.save_backoff = SAVE_RETRY_FIRST;
+                            if let Phase::Established(session) = &h.phase {
+                                h.listed(put, session);
+                            }
+                        });
                         return;
                     }
                     act.with_handler(ctx, |h, s| {
@@ -767,6 +817,7 @@ impl RohrpostSession {
         }
         let envelope = match parse_envelope(&message, settings.max_topic_len) {
             Ok(e) => e,
+            Err(_) if parse_bye(&message) => return self.bye(s),
             Err(e) => {
                 return match parse_refresh(&message) {
                     Some(token) => self.refresh(&token, s),
@@ -1008,6 +1059,13 @@ impl RohrpostSession {
                 info!("session taken over session={}", session.id);
                 self.taken_over = true;
                 s.close(TAKEN_OVER.0, TAKEN_OVER.1);
+            }
+            return;
+        }
+        if let Some(reason) = &message.kick {
+            if direct {
+                let reason = reason.clone();
+                self.kicked(&reason, s);
             }
             return;
         }

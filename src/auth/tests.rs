@@ -22,6 +22,9 @@ fn with_hook(on_error: ConnectOnError, required: bool) -> Auth {
         connect_url: Some("http://127.0.0.1:9/connect".into()),
         connect_timeout: Duration::from_secs(1),
         connect_on_error: on_error,
+        events_url: None,
+        events_timeout: Duration::from_secs(1),
+        events_attempts: 1,
     };
     Auth {
         tokens: None,

@@ -14,6 +14,8 @@
 //! The Redis broker also reads and writes the session records of the original 0.x server
 //! ([`LegacyStore`]), which shared its Redis; the embedded broker has none.
 
+pub mod directory;
+pub mod lead;
 pub mod local;
 pub mod log;
 pub mod redis;
@@ -286,6 +288,8 @@ pub struct Broker {
     pub publish_logged: Recipient<log::PublishLogged>,
     pub read_log: Recipient<log::ReadLog>,
     pub confirm: Recipient<log::Confirm>,
+    /// The session directory: presence, and the session events of its edges.
+    pub directory: directory::Directory,
     /// The original 0.x server's session records, when the broker keeps them (Redis).
     pub legacy: Option<LegacyStore>,
 }
@@ -304,9 +308,15 @@ impl Broker {
             + Handler<IsConnected>
             + Handler<log::PublishLogged>
             + Handler<log::ReadLog>
-            + Handler<log::Confirm>,
+            + Handler<log::Confirm>
+            + Handler<directory::PutEntry>
+            + Handler<directory::TouchEntries>
+            + Handler<directory::EndEntry>
+            + Handler<directory::ListEntries>
+            + Handler<directory::GetEntry>,
     {
         Broker {
+            directory: directory::Directory::of(addr),
             publish_logged: addr.clone().recipient(),
             read_log: addr.clone().recipient(),
             confirm: addr.clone().recipient(),

@@ -196,6 +196,13 @@ impl HttpBackend {
         Self::with_roots(rules, max_in_flight, roots)
     }
 
+    /// A client for one of Rohrpost's own hooks at `url` (no `[[http_topics]]` rules), e.g. the
+    /// supervisor's session event hook.
+    pub fn for_hook(url: &str, max_in_flight: usize) -> Self {
+        let roots = system_roots(url.starts_with("https:"));
+        Self::with_roots(Arc::new(Vec::new()), max_in_flight, roots)
+    }
+
     /// As [`HttpBackend::new`], trusting exactly `roots` for `https` backends.
     fn with_roots(
         rules: Arc<Vec<HttpTopicRule>>,

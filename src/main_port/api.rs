@@ -66,7 +66,7 @@ impl ApiMessage {
     }
 }
 
-fn bad_request(message: impl std::fmt::Display) -> HttpResponse {
+pub(super) fn bad_request(message: impl std::fmt::Display) -> HttpResponse {
     HttpResponse::BadRequest()
         .content_type(ContentType::plaintext())
         .body(format!("{message}\n"))
@@ -95,7 +95,8 @@ pub async fn publish(
     send(&port, topic, body.to_message(None)).await
 }
 
-/// `POST /api/sessions/{id}`: a message on the session's direct topic.
+/// `POST /api/sessions/{id}`: a message on the session's direct topic; 404 when the session
+/// is not in the session directory (it never existed, or it has ended).
 pub async fn to_session(
     req: HttpRequest,
     id: web::Path<String>,
@@ -106,15 +107,32 @@ pub async fn to_session(
         return refusal;
     }
     let id = id.into_inner();
-    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+    if !valid_session_id(&id) {
         return bad_request("session id: printable characters expected");
     }
     let body = match message(payload, &port).await {
         Ok(b) => b,
         Err(refusal) => return refusal,
     };
+    match super::sessions::entry(&port, &id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => return super::sessions::no_session(&id),
+        Err(refusal) => return refusal,
+    }
     let channel = format!("{DIRECT_PREFIX}{id}");
     send(&port, &channel, body.to_message(body.topic.as_deref())).await
+}
+
+/// Whether `id` can be a session id: printable ASCII, not empty.
+pub(super) fn valid_session_id(id: &str) -> bool {
+    !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// 503: the broker could not answer (`e`).
+pub(super) fn unavailable(e: &crate::broker::BrokerError) -> HttpResponse {
+    HttpResponse::ServiceUnavailable()
+        .content_type(ContentType::plaintext())
+        .body(format!("{e}\n"))
 }
 
 /// Reads a call's body (at most [`API_BODY_LIMIT`] bytes, within `http.body_timeout`) as a
@@ -193,7 +211,7 @@ fn same_key(given: &str, key: &str) -> bool {
 }
 
 /// Checks the bearer token against `api.key` in constant time; the refusal when it does not match.
-fn refuse_unauthorized(req: &HttpRequest, port: &MainPort) -> Option<HttpResponse> {
+pub(super) fn refuse_unauthorized(req: &HttpRequest, port: &MainPort) -> Option<HttpResponse> {
     let Some(key) = &port.api_key else {
         return Some(
             HttpResponse::NotFound()

@@ -7,6 +7,7 @@
 
 mod api;
 mod prometheus;
+pub mod sessions;
 
 use std::time::Duration;
 
@@ -74,7 +75,10 @@ pub fn configure(config: &Config, cfg: &mut web::ServiceConfig) {
         .route("/metrics", web::get().to(metrics))
         .route("/api/restart", web::post().to(api::restart))
         .route("/api/publish", web::post().to(api::publish))
-        .route("/api/sessions/{id}", web::post().to(api::to_session));
+        .route("/api/sessions", web::get().to(sessions::list))
+        .route("/api/sessions/{id}", web::post().to(api::to_session))
+        .route("/api/sessions/{id}", web::get().to(sessions::one))
+        .route("/api/sessions/{id}", web::delete().to(sessions::kick));
     if let Some(dir) = &config.http.static_dir {
         // Never leave the directory: a symlink inside it that points outside is not followed.
         let root = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());

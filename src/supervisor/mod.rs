@@ -12,18 +12,24 @@ pub mod actor;
 pub mod process;
 
 use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
 
 use actix::prelude::*;
 use actix_web::{web, App, HttpServer};
 use log::info;
 use tokio::signal::unix::{signal, SignalKind};
 
+use crate::broker::directory::EVENTS_CHANNEL;
+use crate::broker::lead::Leadership;
 use crate::broker::local::{LocalBroker, LocalBrokerServer, LocalBrokerServerHandle, ServerLimits};
 use crate::broker::log::HistorySettings;
 use crate::broker::redis::RedisBroker;
-use crate::broker::{Broker, Cluster, Discard};
+use crate::broker::{Broker, Cluster, Discard, Subscribe};
 use crate::config::{BrokerKind, Config};
+use crate::event_hook::{EventHook, EventHookSettings};
+use crate::http_backend::HttpBackend;
 use crate::main_port::{self, MainPort};
+use crate::topics::Pattern;
 use actor::{Shutdown, StartRoll, Supervisor};
 
 /// Runs the supervisor until it is stopped; the system's exit code says how it ended.
@@ -36,19 +42,48 @@ pub async fn run(config: Config) -> anyhow::Result<()> {
         BrokerKind::Redis => None,
     };
     let supervisor = Supervisor::new(config.clone(), exe, embedded).start();
-    // The server API publishes through a broker client of its own.
-    let discard = Discard.start().recipient();
-    let (broker, cluster) = match config.broker.kind {
+    // The server API publishes through a broker client of its own; with `hooks.events_url`,
+    // the event hook takes the session events that arrive on it.
+    let hook = config
+        .hooks
+        .events_url
+        .as_ref()
+        .map(|_| Context::<EventHook>::new());
+    let deliver = match &hook {
+        Some(ctx) => ctx.address().recipient(),
+        None => Discard.start().recipient(),
+    };
+    let (broker, cluster, leadership) = match config.broker.kind {
         BrokerKind::Redis => {
             let history = HistorySettings::of(&config.history);
-            let redis = RedisBroker::start(&config.broker.redis_url, history, discard)?;
-            (Broker::of(&redis), Some(Cluster::of(&redis)))
+            let redis = RedisBroker::start(&config.broker.redis_url, history, deliver)?;
+            let leadership = Leadership::of(&redis);
+            (
+                Broker::of(&redis),
+                Some(Cluster::of(&redis)),
+                Some(leadership),
+            )
         }
         BrokerKind::Local => (
-            Broker::of(&LocalBroker::start(&config.broker.socket, discard)),
+            Broker::of(&LocalBroker::start(&config.broker.socket, deliver)),
+            None,
             None,
         ),
     };
+    if let (Some(ctx), Some(url)) = (hook, &config.hooks.events_url) {
+        let settings = EventHookSettings {
+            url: Arc::from(url.as_str()),
+            timeout: config.hooks.events_timeout,
+            attempts: config.hooks.events_attempts,
+        };
+        let http = HttpBackend::for_hook(url, config.http.max_in_flight).start();
+        let read_log = broker.read_log.clone();
+        ctx.run(EventHook::new(settings, http, leadership, read_log));
+        broker.subscribe.do_send(Subscribe(
+            Pattern::literal(EVENTS_CHANNEL, usize::MAX).expect("a printable name"),
+        ));
+        info!("session events go to the hook url={url}");
+    }
 
     let cluster = cluster.filter(|_| config.cluster.enabled);
 

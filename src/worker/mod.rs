@@ -24,6 +24,7 @@ use crate::broker::redis::RedisBroker;
 use crate::broker::{Broker, Cluster, IsConnected, LegacyStore, SharedSecret, WatchRestored};
 use crate::config::{BrokerKind, Config};
 use crate::http_backend::HttpBackend;
+use crate::leases::Leases;
 use crate::recovery::Recovery;
 use crate::resume::{new_secret, TokenKey};
 use crate::router::{ProgressEvery, Router};
@@ -34,7 +35,8 @@ use crate::sockjs::{Endpoint, SockjsOptions};
 const SECRET_WAIT: Duration = Duration::from_secs(5);
 
 /// Starts the shared actors of a worker on the current thread.
-pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
+/// `worker` names this worker in session entries (its SockJS URL).
+pub async fn start_services(config: &Config, worker: &str) -> anyhow::Result<Arc<Services>> {
     // The router needs the broker and the broker delivers to the router: start the router's
     // context first and hand its address to the broker.
     let mut ctx = Context::<Router>::new();
@@ -59,6 +61,7 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
     };
     let router = ctx.run(Router::new(broker.clone(), progress_every(config)));
     let recovery = Recovery::new(broker.read_log.clone()).start();
+    let leases = Leases::new(broker.directory.clone(), config.sessions.resume_grace).start();
     wait_connected(&broker).await;
     let tokens = TokenKey::new(&shared_secret(config, &broker).await);
     let rules = Arc::new(config.http_topics.clone());
@@ -74,6 +77,8 @@ pub async fn start_services(config: &Config) -> anyhow::Result<Arc<Services>> {
         cluster,
         http,
         recovery,
+        leases,
+        worker: Arc::from(worker),
         settings: SessionSettings::from_config(config, tokens),
     }))
 }
@@ -133,7 +138,7 @@ async fn shared_secret(config: &Config, broker: &Broker) -> String {
 /// Runs a worker on `port` until it is stopped (SIGINT/SIGTERM stop it gracefully). With
 /// `supervised`, the control channel runs on stdin/stdout.
 pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<()> {
-    let services = start_services(&config).await?;
+    let services = start_services(&config, &config.worker_url(port)).await?;
     let http = services.http.clone();
     let router = services.router.clone();
     let announce = services

@@ -39,7 +39,8 @@
  * When the connection is lost the client tries again, always through `connectUrl`, so a dead or
  * draining worker is skipped: at once after a worker restart (close code 1012, or Rohrpost 0.x's
  * 100), otherwise after an exponential backoff with jitter, capped at `maxBackoff`. It never gives
- * up by itself; only `close()` stops it. Every attempt is bounded by `connectTimeout`.
+ * up by itself; only `close()` (which ends the session for good: it says goodbye, `{"bye": 1}`)
+ * or a kick by the server (close 4005) stops it. Every attempt is bounded by `connectTimeout`.
  *
  * Ways to load it:
  *   - a plain script (`<script src="/js/rohrpost.js">` after `/js/sockjs.min.js`) defines the
@@ -61,8 +62,10 @@
    * socket, so the two cannot be confused here.)
    */
   var TAKEOVER_CODE = 4001;
+  /** The server's close of a kicked session (`DELETE /api/sessions/{id}`): it may not resume. */
+  var KICKED_CODE = 4005;
   /** Names `on()` takes as client events; anything else is a topic pattern. */
-  var EVENTS = ['open', 'reconnect', 'close', 'error', 'state', 'gap', 'takeover', 'refresh'];
+  var EVENTS = ['open', 'reconnect', 'close', 'error', 'state', 'gap', 'takeover', 'refresh', 'kicked'];
   var WELCOME_TOPIC = 'rohrpost.welcome';
   var ERROR_TOPIC = 'rohrpost.error';
   var ACK_TOPIC = 'rohrpost.ack';
@@ -296,6 +299,8 @@
    *     one only once its retries are used up), or the client's own `queue_full` / `closed`;
    *   - 'refresh' (`{exp}`): the server took the token of `refresh()`; it expires at `exp`
    *     (Unix seconds);
+   *   - 'kicked' (`{session, code, reason}`): the server ended the session for good (close
+   *     4005); the client stops as after `close()` (the 'close' event says `willReconnect: false`);
    *   - 'state': the new state.
    * `rohrpost.welcome`, `.error`, `.ack` and `.pos` are the client's own; they reach no pattern.
    * @param {string} topicOrPattern  an event name, or a pattern (`*` = any run of characters)
@@ -399,6 +404,21 @@
    */
   Rohrpost.prototype.close = function () {
     if (this._stopped) return;
+    // Goodbye: the session ends at once (the server's `session.closed`, reason "closed")
+    // instead of lingering for `sessions.resume_grace`, and may not be resumed.
+    if (this._sock && this.state === 'open') {
+      try {
+        this._sock.send(JSON.stringify({ bye: 1 }));
+      } catch (err) {
+        /* already closing: the session ends when its grace runs out */
+      }
+    }
+    this._forget();
+    this._stop(1000, 'client closed');
+  };
+
+  /** Stops for good (see `close()`), telling 'close' with `code` and `reason`. */
+  Rohrpost.prototype._stop = function (code, reason) {
     this._stopped = true;
     this._cancelAttempt();
     clearTimeout(this._retryTimer);
@@ -417,7 +437,7 @@
     });
     this._dropSocket(1000, 'client closed');
     this._setState('closed');
-    this._emit('close', { code: 1000, reason: 'client closed', willReconnect: false });
+    this._emit('close', { code: code, reason: reason, willReconnect: false });
   };
 
   Rohrpost.prototype._listen = function (pattern, fn, once) {
@@ -625,6 +645,13 @@
     sock.onclose = function (e) {
       if (self._sock !== sock) return;
       self._sock = null;
+      if (e.code === KICKED_CODE) {
+        var session = self.session;
+        self._forget();
+        self._stop(e.code, e.reason);
+        self._emit('kicked', { session: session, code: e.code, reason: e.reason });
+        return;
+      }
       var takeover = e.code === TAKEOVER_CODE;
       if (takeover) self._forget();
       self._fail(e.code, e.reason, true);

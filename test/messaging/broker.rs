@@ -75,7 +75,7 @@ pub type Redis = BrokerClient;
 enum Conn {
     Redis(MultiplexedConnection),
     /// A broker client of the crate (the worker's own kind) on the embedded broker's socket.
-    Local(rohrpost::broker::Broker),
+    Local(Box<rohrpost::broker::Broker>),
 }
 
 impl BrokerClient {
@@ -108,7 +108,7 @@ impl BrokerClient {
     pub async fn local(socket: &Path) -> BrokerClient {
         let broker = local::connect(socket, rohrpost::broker::Discard).await;
         BrokerClient {
-            conn: Conn::Local(broker),
+            conn: Conn::Local(Box::new(broker)),
         }
     }
 
@@ -246,7 +246,7 @@ pub struct Subscription {
 enum Stream {
     Redis(PubSubStream),
     /// Payloads forwarded from an embedded broker subscription (see [`local::subscribe`]).
-    Local(local::Payloads),
+    Local(Box<local::Payloads>),
 }
 
 /// A Redis pub/sub connection to `url` subscribed to `channel` (live on return).
@@ -282,7 +282,7 @@ impl Subscription {
     /// return.
     pub async fn local(socket: &Path, channel: &str) -> Subscription {
         Subscription {
-            stream: Stream::Local(local::subscribe(socket, channel).await),
+            stream: Stream::Local(Box::new(local::subscribe(socket, channel).await)),
         }
     }
 

@@ -55,6 +55,8 @@ pub struct Options {
     pub broker: Broker,
     /// TOML appended to the configuration (extra sections, e.g. `[limits]`).
     pub extra_config: String,
+    /// TOML lines appended to its `[sessions]` section (e.g. `resume_grace = "2s"`).
+    pub session_keys: String,
     /// `RUST_LOG` of the processes; `None`: `$ROHRPOST_TEST_LOG`, else `info`.
     pub log_filter: Option<&'static str>,
 }
@@ -68,6 +70,7 @@ impl Default for Options {
             own_binary: false,
             broker: Broker::SharedRedis,
             extra_config: String::new(),
+            session_keys: String::new(),
             log_filter: None,
         }
     }
@@ -370,6 +373,7 @@ restart_window = "{window}"
 [sessions]
 secret = "{SECRET}"
 default_whitelist = ["anonym.*"]
+{session_keys}
 
 [broker]
 {broker}
@@ -387,5 +391,6 @@ key = "{API_KEY}"
         window = options.restart_window,
         broker = broker_keys(&options.broker, dir),
         extra = options.extra_config,
+        session_keys = options.session_keys,
     )
 }

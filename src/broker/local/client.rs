@@ -51,6 +51,7 @@ use crate::broker::{
 };
 use crate::topics::Pattern;
 
+mod directory;
 mod handlers;
 mod link;
 

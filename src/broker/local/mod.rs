@@ -30,6 +30,7 @@
 
 pub mod client;
 mod connection;
+mod directory;
 mod history;
 pub mod server;
 mod sessions;

@@ -39,13 +39,16 @@ use tokio_util::sync::CancellationToken;
 
 use self::handle::{accept, remove_stale_socket};
 use super::connection::Outbound;
+use super::directory::DirectoryStore;
 use super::history::PublicationLog;
 use super::sessions::SessionStore;
 use super::subscriptions::{ClientId, Subscriptions};
 use super::wire::{self, Request, Response, MAX_BODY, MAX_NAME};
+use crate::broker::directory::REAP_EVERY;
 use crate::broker::log::{HistorySettings, Position, HEAD_CHANNEL};
 use crate::topics::Pattern;
 
+mod directory;
 mod handle;
 
 pub use handle::LocalBrokerServerHandle;
@@ -106,6 +109,8 @@ pub struct LocalBrokerServer {
     next_client: ClientId,
     subscriptions: Subscriptions,
     sessions: SessionStore,
+    /// The session directory (presence) and its leases.
+    directory: DirectoryStore,
     secret: Option<String>,
     log: Option<PublicationLog>,
 }
@@ -175,6 +180,7 @@ impl LocalBrokerServer {
             next_client: 1,
             subscriptions: Subscriptions::default(),
             sessions: SessionStore::new(limits.session_records, limits.session_bytes),
+            directory: DirectoryStore::new(limits.session_records, limits.session_bytes),
             secret: None,
             log: (limits.history.enabled).then(|| {
                 let h = limits.history;
@@ -267,6 +273,7 @@ impl LocalBrokerServer {
                 Ok((Response::Secret { id, secret }, none))
             }
             Request::Ping { id } => Ok((Response::Done { id }, none)),
+            request => self.answer_directory(request, body),
         }
     }
 
@@ -393,6 +400,7 @@ impl Actor for LocalBrokerServer {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        ctx.run_interval(REAP_EVERY, |act, _ctx| act.reap(Instant::now()));
         ctx.run_interval(SWEEP_EVERY, |act, _ctx| {
             if let Some(log) = &mut act.log {
                 log.sweep(Instant::now());

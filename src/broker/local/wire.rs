@@ -69,6 +69,31 @@ pub enum Request {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         after: Option<(String, u64)>,
     },
+    /// Stores the body as the directory entry of `session` with a lease of `lease_ms`; a new
+    /// entry only with `open` (publishing `session.opened`). Answered by `Put`.
+    PutEntry {
+        id: u64,
+        session: String,
+        lease_ms: u64,
+        open: bool,
+    },
+    /// Renews the leases of the entries of `sessions`. Answered by `Gone` (those not there).
+    TouchEntries {
+        id: u64,
+        sessions: Vec<String>,
+        lease_ms: u64,
+    },
+    /// Removes the entry of `session`, publishing `session.closed` with the `closing` members.
+    /// Answered by `Ended`.
+    EndEntry {
+        id: u64,
+        session: String,
+        closing: String,
+    },
+    /// Every directory entry. Answered by `Entries`.
+    ListEntries { id: u64 },
+    /// The directory entry of `session`. Answered by `Record`.
+    GetEntry { id: u64, session: String },
 }
 
 impl Request {
@@ -82,7 +107,12 @@ impl Request {
             | Request::Secret { id, .. }
             | Request::Ping { id }
             | Request::PublishLogged { id, .. }
-            | Request::ReadLog { id, .. } => *id,
+            | Request::ReadLog { id, .. }
+            | Request::PutEntry { id, .. }
+            | Request::TouchEntries { id, .. }
+            | Request::EndEntry { id, .. }
+            | Request::ListEntries { id }
+            | Request::GetEntry { id, .. } => *id,
         }
     }
 }
@@ -119,6 +149,23 @@ pub enum Response {
         complete: bool,
         entries: Vec<(u64, String, usize)>,
     },
+    /// What a `PutEntry` did.
+    Put { id: u64, outcome: PutOutcome },
+    /// The sessions of a `TouchEntries` whose entries are gone.
+    Gone { id: u64, sessions: Vec<String> },
+    /// Whether an `EndEntry` removed the entry.
+    Ended { id: u64, ended: bool },
+    /// Every directory entry: their lengths here, the entries one after another in the body.
+    Entries { id: u64, lengths: Vec<usize> },
+}
+
+/// [`crate::broker::directory::Put`] on the wire.
+#[derive(Serialize, Deserialize, Debug, Clone, Copy, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum PutOutcome {
+    Opened,
+    Refreshed,
+    Gone,
 }
 
 impl Response {
@@ -130,7 +177,11 @@ impl Response {
             | Response::Secret { id, .. }
             | Response::Refused { id, .. }
             | Response::Logged { id, .. }
-            | Response::Log { id, .. } => Some(*id),
+            | Response::Log { id, .. }
+            | Response::Put { id, .. }
+            | Response::Gone { id, .. }
+            | Response::Ended { id, .. }
+            | Response::Entries { id, .. } => Some(*id),
             Response::Message { .. } => None,
         }
     }
@@ -234,6 +285,27 @@ mod tests {
                 proposed: "p".into(),
             },
             Request::Ping { id: 5 },
+            Request::PutEntry {
+                id: 6,
+                session: "s".into(),
+                lease_ms: 10,
+                open: true,
+            },
+            Request::TouchEntries {
+                id: 7,
+                sessions: vec!["s".into(), "t".into()],
+                lease_ms: 10,
+            },
+            Request::EndEntry {
+                id: 8,
+                session: "s".into(),
+                closing: "\"reason\":\"kicked\"".into(),
+            },
+            Request::ListEntries { id: 9 },
+            Request::GetEntry {
+                id: 10,
+                session: "s".into(),
+            },
         ];
         for request in requests {
             assert_eq!(round_trip(&request, b""), (request, Bytes::new()));

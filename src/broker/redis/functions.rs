@@ -30,7 +30,9 @@ const STAMP: &[u8] = b"{\"rohrpostPos\":\"";
 /// The function library, with this configuration's bounds.
 pub(super) fn library(history: &HistorySettings) -> String {
     let ttl_ms = u64::try_from(history.ttl.as_millis()).unwrap_or(u64::MAX);
-    LIBRARY
+    [LIBRARY, super::directory::LIBRARY, super::lead::LIBRARY]
+        .concat()
+        .replace("@LOGGED@", if history.enabled { "1" } else { "0" })
         .replace("@SIZE@", &history.size.max(1).to_string())
         .replace("@TTL_MS@", &ttl_ms.to_string())
         .replace("@BEACON@", &beacon_every(history.size).to_string())

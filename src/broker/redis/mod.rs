@@ -57,7 +57,9 @@ use super::{
 };
 use crate::topics::Pattern;
 
+mod directory;
 mod functions;
+mod lead;
 mod legacy;
 
 /// The most names sent in one subscription command, so that restoring many subscriptions is a
@@ -210,9 +212,7 @@ impl RedisBroker {
                 warned: false,
             },
             generation: 0,
-            library: history
-                .enabled
-                .then(|| Arc::from(functions::library(&history))),
+            library: Some(Arc::from(functions::library(&history))),
             follower: Follower::new(history.enabled),
             waiters: Waiters::default(),
         };
@@ -631,6 +631,7 @@ impl Actor for RedisBroker {
 
     fn started(&mut self, ctx: &mut Context<Self>) {
         self.connect(ctx);
+        self.reap_expired(ctx);
         ctx.run_interval(HEALTH_CHECK_EVERY, |act, ctx| {
             // The timers would keep an actor nobody can reach alive (and reconnecting) forever.
             if ctx.connected() {

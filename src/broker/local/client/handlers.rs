@@ -15,7 +15,7 @@ use crate::broker::{
 };
 
 /// A well-formed answer of the wrong kind: the server speaks another protocol version.
-fn unexpected(what: &str, answer: &Response) -> BrokerError {
+pub(super) fn unexpected(what: &str, answer: &Response) -> BrokerError {
     BrokerError::Server(format!("unexpected answer to {what}: {answer:?}"))
 }
 
