@@ -12,14 +12,16 @@
 //! `chat.login.ok`, `chat.joined`, `chat.left`, `chat.fail`, `chat.dm` and, on
 //! `chat.room.<room>`, `{type: "message" | "users", ...}`.
 //!
-//! Who is online and in which room lives in memory ([`chat::Chat`]). The backend learns that a
-//! user has gone from Rohrpost's session events (`hooks.events_url`, here `POST /events`): a
+//! Who is online and in which room lives in memory ([`chat::Chat`]). The backend learns that a user
+//! has gone from Rohrpost's session events (`hooks.events_url`, here `POST /events`): a
 //! `session.closed` — the page called `close()`, the session was kicked, or its connection went
 //! away and was not resumed within `sessions.resume_grace` — takes the session out of every room,
 //! tells those rooms their new user list and frees its name. A staged restart or a short network
-//! cut sends no event (the session goes on, resumed), so no list changes. Events can be lost
-//! (Rohrpost gives up on a batch after `hooks.events_attempts`), so where it matters the server
-//! API has the last word: a name held by a session Rohrpost no longer knows is free, and a direct
+//! cut sends no event (the session goes on, resumed), so no list changes. A `session.opened` of a
+//! session that already has a name (Rohrpost lists a live session again whose directory entry it
+//! had lost, after closing it) puts it back in the rooms its whitelist grants. Events can be lost
+//! (Rohrpost gives up on a batch after `hooks.events_attempts`), so where it matters the server API
+//! has the last word: a name held by a session Rohrpost no longer knows is free, and a direct
 //! message to such a session says that its addressee has left.
 //!
 //! Delivery is at least once, both ways in: clients resend a message they saw no
@@ -61,13 +63,19 @@ struct EventBatch {
     events: Vec<SessionEvent>,
 }
 
-/// One session event; the fields this backend uses (there are more: `sessionData`,
-/// `whitelist`, `worker`, `created`, `time`, `detail`).
+/// One session event; the fields this backend uses (there are more: `worker`, `created`,
+/// `time`, `detail`).
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase")]
 struct SessionEvent {
     event: EventKind,
     session_id: String,
+    /// What the backend set (`{"name"}` once logged in).
+    #[serde(default)]
+    session_data: Value,
+    /// The session's patterns (`chat.room.<room>` for each room it is in).
+    #[serde(default)]
+    whitelist: Vec<String>,
     /// Why a session closed: `closed` (the client said bye), `kicked`, `expired`.
     #[serde(default)]
     reason: Option<String>,
@@ -182,6 +190,28 @@ impl Demo {
         .await;
     }
 
+    /// Lists a named session again, in the rooms its whitelist grants ([`Chat::reopen`]).
+    async fn reopen(&self, event: &SessionEvent) {
+        let Some(name) = event.session_data["name"].as_str() else {
+            return;
+        };
+        let rooms: Vec<&str> = (event.whitelist.iter())
+            .filter_map(|pattern| pattern.strip_prefix("chat.room."))
+            .filter(|room| valid_room(room))
+            .collect();
+        if !self.chat().reopen(&event.session_id, name, &rooms) {
+            return;
+        }
+        info!(
+            "demo session listed again session={} name={name:?}",
+            event.session_id
+        );
+        self.broadcast_users(LOBBY).await;
+        for room in rooms.into_iter().filter(|room| *room != LOBBY) {
+            self.broadcast_users(room).await;
+        }
+    }
+
     /// Forgets `session` (it has ended) and tells each room it was in the new user list.
     async fn depart(&self, session: &str) {
         let rooms = self.chat().depart(session);
@@ -237,13 +267,19 @@ async fn events(batch: web::Json<EventBatch>, demo: web::Data<Demo>) -> HttpResp
                 continue;
             }
         }
-        if event.event == EventKind::Closed {
-            info!(
-                "demo session closed session={} reason={}",
-                event.session_id,
-                event.reason.as_deref().unwrap_or("?")
-            );
-            demo.depart(&event.session_id).await;
+        match event.event {
+            EventKind::Closed => {
+                info!(
+                    "demo session closed session={} reason={}",
+                    event.session_id,
+                    event.reason.as_deref().unwrap_or("?")
+                );
+                demo.depart(&event.session_id).await;
+            }
+            // A new session has no name yet (it logs in after its welcome); one with a name
+            // is a live session Rohrpost lists again after having closed it.
+            EventKind::Opened => demo.reopen(&event).await,
+            EventKind::Other => {}
         }
     }
     HttpResponse::NoContent().finish()

@@ -99,6 +99,20 @@ impl Chat {
         left
     }
 
+    /// Lists `session` again as `name` in the lobby and `rooms`: Rohrpost has sent a new
+    /// `session.opened` for a session it had closed (its directory entry was lost while the
+    /// session lived on). Answers false, changing nothing, when another session holds the name.
+    pub(super) fn reopen(&mut self, session: &str, name: &str, rooms: &[&str]) -> bool {
+        if self.login(session, name).is_err() {
+            return false;
+        }
+        self.ended.forget(&session.to_owned());
+        for room in rooms {
+            self.join(session, name, room);
+        }
+        true
+    }
+
     /// Whether `session` has ended ([`Chat::depart`]).
     pub(super) fn has_ended(&self, session: &str) -> bool {
         self.ended.contains(&session.to_owned())
@@ -224,6 +238,29 @@ mod tests {
         chat.login("s1", "ada").unwrap();
         assert_eq!(chat.depart("s1"), [LOBBY]);
         assert_eq!(chat.depart("s1"), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_session_opened_again_is_back_in_its_rooms_and_no_longer_ended() {
+        let mut chat = Chat::default();
+        chat.login("s1", "ada").unwrap();
+        chat.join("s1", "ada", "rust");
+        chat.depart("s1");
+        assert!(chat.reopen("s1", "ada", &[LOBBY, "rust"]));
+        assert!(!chat.has_ended("s1"));
+        assert_eq!(chat.rooms_of("s1"), [LOBBY, "rust"]);
+        assert_eq!(chat.session_of("ada").as_deref(), Some("s1"));
+    }
+
+    #[test]
+    fn a_session_opened_again_under_a_name_now_taken_stays_away() {
+        let mut chat = Chat::default();
+        chat.login("s1", "ada").unwrap();
+        chat.depart("s1");
+        chat.login("s2", "ada").unwrap();
+        assert!(!chat.reopen("s1", "ada", &["rust"]));
+        assert!(chat.has_ended("s1"));
+        assert_eq!(chat.users_of("rust"), Vec::<String>::new());
     }
 
     #[test]

@@ -40,6 +40,13 @@ impl<K: Hash + Eq + Clone> Recent<K> {
         true
     }
 
+    /// Forgets `key` (it may come again).
+    pub(super) fn forget(&mut self, key: &K) {
+        if self.keys.remove(key) {
+            self.order.retain(|k| k != key);
+        }
+    }
+
     /// Whether `key` is remembered.
     pub(super) fn contains(&self, key: &K) -> bool {
         self.keys.contains(key)
@@ -73,5 +80,16 @@ mod tests {
         assert!(!recent.contains(&1), "forgotten after `limit` newer keys");
         assert!(recent.contains(&2));
         assert!(recent.first(0), "a forgotten key is new again");
+    }
+
+    #[test]
+    fn a_key_forgotten_on_purpose_is_new_again() {
+        let mut recent = Recent::new(3);
+        recent.first("a");
+        recent.first("b");
+        recent.forget(&"a");
+        assert!(!recent.contains(&"a"));
+        assert_eq!(recent.order, ["b"]);
+        assert!(recent.first("a"));
     }
 }

@@ -234,6 +234,46 @@ async fn an_event_at_a_position_already_handled_is_dropped() {
 }
 
 #[actix_rt::test]
+async fn a_session_opened_again_with_a_name_is_listed_again_in_its_rooms() {
+    let api = FakeApi::start(&[]);
+    let (demo, app) = backend(&api).await;
+    send(
+        &app,
+        client_message("chat.login", "s1", None, json!({"name": "ada"})),
+    )
+    .await;
+    send(&app, closed("s1", "p:1")).await;
+    api.user_lists();
+    let opened = json!({"events": [{
+        "event": "session.opened", "sessionId": "s1", "sessionData": {"name": "ada"},
+        "whitelist": ["chat.login", "chat.room.lobby", "chat.room.rust"], "rohrpostPos": "p:2",
+    }]});
+    let (status, _) = send(&app, TestRequest::post().uri("/events").set_json(opened)).await;
+    assert_eq!(status, StatusCode::NO_CONTENT);
+    assert_eq!(
+        api.user_lists(),
+        [
+            ("lobby".to_owned(), vec!["ada".to_owned()]),
+            ("rust".to_owned(), vec!["ada".to_owned()])
+        ]
+    );
+    assert!(!demo.chat().has_ended("s1"), "its messages count again");
+}
+
+#[actix_rt::test]
+async fn a_new_session_without_a_name_is_not_listed() {
+    let api = FakeApi::start(&[]);
+    let (demo, app) = backend(&api).await;
+    let opened = json!({"events": [{
+        "event": "session.opened", "sessionId": "s1", "sessionData": null,
+        "whitelist": ["chat.login"], "rohrpostPos": "p:1",
+    }]});
+    send(&app, TestRequest::post().uri("/events").set_json(opened)).await;
+    assert_eq!(demo.chat().users_of(LOBBY), Vec::<String>::new());
+    assert_eq!(api.user_lists(), []);
+}
+
+#[actix_rt::test]
 async fn a_message_of_an_ended_session_changes_nothing() {
     let api = FakeApi::start(&[]);
     let (demo, app) = backend(&api).await;

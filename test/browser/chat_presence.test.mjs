@@ -218,6 +218,7 @@ test('a closed tab leaves every list within resume_grace + 1 s; its name is free
   await cid.close();
   await untilListed([ann, ben], ['lobby', ROOM], ['ann', 'ben'], LEAVES_WITHIN + WAIT);
   const took = Date.now() - closedAt;
+  console.log(`cid left every list ${took} ms after its tab closed (resume_grace ${GRACE} ms)`);
   assert.ok(took <= LEAVES_WITHIN, `cid left the lists ${took} ms after its tab closed (at most ${LEAVES_WITHIN})`);
   for (const page of [ann, ben]) assert.deepEqual(await shownUsers(page), ['ann', 'ben'], 'the list shown');
 
@@ -250,6 +251,7 @@ test('a page that calls close() leaves every list at once, without waiting for r
     return !l.lobby.includes('dee') && !l[ROOM].includes('dee');
   });
   const took = Date.now() - closedAt;
+  console.log(`dee left ann's lists ${took} ms after close()`);
   assert.ok(took < GRACE, `dee left ${took} ms after close() (a bye ends the session at once, before ${GRACE} ms)`);
   await untilListed([ann, ben], [ROOM], ['ann', 'ben']);
   await untilListed([ann, ben], ['lobby'], ['ann', 'ben', 'cid']);
