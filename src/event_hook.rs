@@ -32,6 +32,8 @@ use crate::http_backend::{HttpBackend, Post};
 pub const BATCH: usize = 100;
 /// The leader's lease; renewed every third of it.
 const LEASE: Duration = Duration::from_secs(6);
+/// How often a supervisor that does not deliver asks for the lease.
+const CAMPAIGN_EVERY: Duration = Duration::from_millis(500);
 const LEASE_NAME: &str = "rohrpost:events:deliverer";
 const MARK_NAME: &str = "rohrpost:events:delivered";
 /// Events held for the hook at most (the oldest are dropped, with a `warn` line, past it).
@@ -60,6 +62,8 @@ pub struct EventHook {
     /// The newest position queued or delivered.
     last: Option<Position>,
     sending: bool,
+    /// Campaign ticks so far.
+    ticks: u64,
 }
 
 /// An event with its position as its first member, `rohrpostPos` (as live Redis messages have
@@ -118,6 +122,7 @@ impl EventHook {
             queue: VecDeque::new(),
             last: None,
             sending: false,
+            ticks: 0,
         }
     }
 
@@ -241,7 +246,14 @@ impl EventHook {
                 Ok(Ok(mark)) => mark.and_then(|m| Position::parse(&m)),
                 _ => None,
             };
-            let after = mark.clone();
+            // No mark: no supervisor delivered yet, so everything the log holds (a position
+            // of no epoch reads the whole log).
+            let after = mark.clone().or_else(|| {
+                Some(Position {
+                    epoch: Arc::from("none"),
+                    seq: 0,
+                })
+            });
             let read = read_log.send(ReadLog { after }).await;
             (mark, read)
         };
@@ -249,8 +261,8 @@ impl EventHook {
             |(mark, read), act: &mut EventHook, ctx| {
                 let early = act.catching_up.take().unwrap_or_default();
                 match read {
-                    Ok(Ok(read)) if mark.is_some() => {
-                        if !read.complete {
+                    Ok(Ok(read)) => {
+                        if !read.complete && mark.is_some() {
                             warn!("session events missed by the hook: the log no longer holds them all");
                         }
                         for entry in read.entries {
@@ -263,8 +275,6 @@ impl EventHook {
                             }
                         }
                     }
-                    // No mark: deliver from now on.
-                    Ok(Ok(read)) => act.last = Some(read.head_position()),
                     Ok(Err(e)) => warn!("log not read for the event hook error={e}"),
                     Err(e) => warn!("log not read for the event hook error={e}"),
                 }
@@ -284,7 +294,16 @@ impl Actor for EventHook {
         ctx.set_mailbox_capacity(1 << 16);
         if self.leadership.is_some() {
             self.campaign(ctx);
-            ctx.run_interval(LEASE / 3, |act, ctx| act.campaign(ctx));
+            // The leader keeps its lease every third of it; the others ask more often, so that
+            // one takes over soon after a leader is gone (or, at start, the broker is up).
+            ctx.run_interval(CAMPAIGN_EVERY, |act, ctx| {
+                act.ticks += 1;
+                if !act.leader
+                    || act.ticks % (LEASE.as_millis() / 3 / CAMPAIGN_EVERY.as_millis()) as u64 == 0
+                {
+                    act.campaign(ctx);
+                }
+            });
         }
     }
 }

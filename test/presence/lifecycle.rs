@@ -77,6 +77,29 @@ async fn every_session_opens_once_and_closes_once_for_its_reason(broker: BrokerU
     let sup = &system.sups[0];
     let mut expected_closed: Vec<(String, &str)> = Vec::new();
 
+    // SIGKILL under two sessions of worker 0: one comes back elsewhere within the grace (no
+    // event), the other does not (expired).
+    let health = sup.health().await.expect("/health");
+    let (port0, victim) = (
+        health.workers[0].port,
+        health.workers[0].pid.expect("worker 0"),
+    );
+    let ws0 = format!("ws://127.0.0.1:{port0}/rohrpost/websocket");
+    let (mut g, wg) = Client::new_session(&ws0).await;
+    let (h, wh) = Client::new_session(&ws0).await;
+    send_signal(victim, "KILL");
+    while let Some(Event::Message { .. }) = g.next_event(Duration::from_secs(5)).await {}
+    let (g, wg2) = resume_through_connect(main, &wg.resume, SETTLE)
+        .await
+        .expect("resumed after the kill");
+    assert!(wg2.resumed && wg2.session == wg.session, "{wg2:?}");
+    drop(h);
+    expected_closed.push((wh.session.clone(), "expired"));
+    sup.wait_for("worker 0 back", |h| {
+        h.workers[0].generation == 2 && h.workers[0].state == State::Ready
+    })
+    .await;
+
     // A goodbye ends the session at once.
     let (a, wa) = open(main).await;
     let entry = api(main, "GET", &format!("/api/sessions/{}", wa.session), None).await;
@@ -157,31 +180,8 @@ async fn every_session_opens_once_and_closes_once_for_its_reason(broker: BrokerU
     .await;
     assert_eq!(unknown.status, 404);
 
-    // SIGKILL under two sessions of worker 0: one comes back elsewhere within the grace (no
-    // event), the other does not (expired).
-    let health = sup.health().await.expect("/health");
-    let (port0, victim) = (
-        health.workers[0].port,
-        health.workers[0].pid.expect("worker 0"),
-    );
-    let ws0 = format!("ws://127.0.0.1:{port0}/rohrpost/websocket");
-    let (mut g, wg) = Client::new_session(&ws0).await;
-    let (h, wh) = Client::new_session(&ws0).await;
-    send_signal(victim, "KILL");
-    while let Some(Event::Message { .. }) = g.next_event(Duration::from_secs(5)).await {}
-    let (g, wg2) = resume_through_connect(main, &wg.resume, SETTLE)
-        .await
-        .expect("resumed after the kill");
-    assert!(wg2.resumed && wg2.session == wg.session, "{wg2:?}");
-    drop(h);
-    expected_closed.push((wh.session.clone(), "expired"));
-    sup.wait_for("worker 0 back", |h| {
-        h.workers[0].generation == 2 && h.workers[0].state == State::Ready
-    })
-    .await;
-
-    // A staged restart: every session moves, none ends.
-    let mut rolling = Vec::new();
+    // A staged restart: every session moves, none ends (those above that live included).
+    let mut rolling = vec![(after_kick, fresh), (d2, wd2), (g, wg2)];
     for _ in 0..ROLLING {
         rolling.push(open(main).await);
     }
@@ -201,11 +201,7 @@ async fn every_session_opens_once_and_closes_once_for_its_reason(broker: BrokerU
     };
     let (followed, ()) =
         futures_util::future::join(futures_util::future::join_all(followers), roll).await;
-    let mut survivors = vec![
-        (after_kick, fresh.session.clone()),
-        (d2, wd.session.clone()),
-        (g, wg.session.clone()),
-    ];
+    let mut survivors = Vec::new();
     for (client, ids) in followed {
         assert!(
             ids.iter().all(|id| *id == ids[0]),
@@ -232,6 +228,7 @@ async fn every_session_opens_once_and_closes_once_for_its_reason(broker: BrokerU
         .iter()
         .filter_map(|(_, id)| books.check_open(id))
         .collect();
+    assert!(wrong.is_empty(), "while they live: {wrong:#?}");
     assert_eq!(count(main, "anonym.x").await, survivors.len() as u64);
 
     // Goodbyes all round: every session has its pair.
