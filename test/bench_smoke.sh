@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Smoke run of every `rohrpost bench` scenario with small numbers, so the load generator cannot
-# rot: a supervisor with the embedded broker (idle, fanout through the server API, http, a
+# rot: a supervisor with the embedded broker (presence, idle, fanout through the server API, http, a
 # 40-second soak with two staged restarts) and one with the Redis broker (fanout through Redis,
 # inbound). Checks that every message arrived; no performance thresholds (those are
 # BENCHMARKS.md's business). Usage: test/bench_smoke.sh BIN
@@ -29,8 +29,8 @@ PY
 }
 
 start() { # start NAME BROKER_KIND -> sets $main
-  local name=$1 kind=$2 port backend
-  port=$(free_block); backend=$(free_block)
+  local name=$1 kind=$2 port backend hook
+  port=$(free_block); backend=$(free_block); hook=$(free_block)
   cat > "$dir/$name.toml" <<TOML
 [http]
 host = "127.0.0.1"
@@ -47,6 +47,8 @@ kind = "$kind"
 socket = "$dir/$name.sock"
 [api]
 key = "smoke-key"
+[hooks]
+events_url = "http://127.0.0.1:$hook/events"
 [[http_topics]]
 pattern = "anonym.http"
 url = "http://127.0.0.1:$backend/hook"
@@ -55,6 +57,7 @@ TOML
   pids+=($!)
   main="http://127.0.0.1:$port"
   backend_addr="127.0.0.1:$backend"
+  hook_addr="127.0.0.1:$hook"
   for _ in $(seq 100); do
     curl -fs "$main/health" | grep -q '"ready_workers":2' && return 0
     sleep 0.1
@@ -72,6 +75,9 @@ check() { # check LABEL JSON_FIELD_PATTERN -- command...
 }
 
 start local local
+# First: the bench is the event hook only while this runs (later events find no hook).
+check "presence (events, queries)" '"sessions_lost":0' "$bin" bench presence -n 50 --url "$main" \
+  --api-key smoke-key --backend "$hook_addr"
 check "idle" '"sessions_lost":0' "$bin" bench idle -n 50 --hold 1s --url "$main"
 check "idle (2 processes, source addresses)" '"sessions_lost":0' "$bin" bench idle -n 60 \
   --processes 2 --src-ips 127.0.0.2-127.0.0.4 --hold 1s --url "$main"
@@ -88,4 +94,4 @@ limit=90 check "recovery (staged restart)" '"ok":true' "$bin" bench recovery -n 
 start redis redis
 check "fanout (Redis)" '"delivered_ratio":1.0' "$bin" bench fanout -n 50 -m 20 --url "$main" --redis redis://127.0.0.1:6379/
 check "inbound (Redis)" '"loss":0' "$bin" bench inbound -n 20 -k 5 --url "$main" --redis redis://127.0.0.1:6379/
-echo "bench smoke: 10 passed, 0 failed"
+echo "bench smoke: 11 passed, 0 failed"

@@ -10,6 +10,7 @@
 #   BASELINE_BIN=/path/to/older/rohrpost test/bench/campaign.sh   # adds a fan-out A/B
 #   SECTIONS="fanout slow" test/bench/campaign.sh                  # only some parts
 #   SECTIONS="history recovery" test/bench/campaign.sh             # the publication log's cost
+#   SECTIONS=presence test/bench/campaign.sh                        # session events and presence
 #
 # Needs: a Redis on 127.0.0.1:6379, python3 (for the medians), root or an open-file hard limit of
 # at least 20,000 (100,000 idle sessions are held by 6 bench processes and 6 workers).
@@ -24,8 +25,8 @@ FANOUT_N="${FANOUT_N:-10000}"
 WORK="$(mktemp -d /tmp/rohrpost-campaign.XXXXXX)"
 SRC_IPS="127.0.0.2-127.0.0.30"
 # Which parts to run (all by default): idle tls-idle fanout ab redis tls-fanout slow history
-# recovery
-SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow history recovery}"
+# recovery presence
+SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow history recovery presence}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SERVER_PID=""
 
@@ -64,7 +65,9 @@ key = "bench-key"
 pattern = "anonym.http"
 url = "http://127.0.0.1:$((port + 99))/hook"
 TOML
-  if [ "$tls" = nohistory ]; then
+  if [ "$tls" = events ]; then
+    printf '[hooks]\nevents_url = "http://127.0.0.1:%s/events"\n' "$((port + 98))" >> "$WORK/$name.toml"
+  elif [ "$tls" = nohistory ]; then
     printf '[history]\nenabled = false\n' >> "$WORK/$name.toml"
   elif [ -n "$tls" ]; then
     cat >> "$WORK/$name.toml" <<TOML
@@ -128,6 +131,8 @@ config redis 4800 2 redis
 config tls 4900 2 local tls
 config nohistory 5000 2 local nohistory
 config redis-nohistory 5100 2 redis nohistory
+config events 5200 2 local events
+config redis-events 5300 2 redis events
 
 if want idle; then
 echo "# idle: $IDLE_N sessions, 6 workers, 6 bench processes, a fresh server per run"
@@ -244,6 +249,21 @@ for _ in $(seq "$RUNS"); do
 done
 fi
 
+if want presence; then
+echo "# session events and presence: $FANOUT_N sessions come and go, the bench is the event hook"
+for _ in $(seq "$RUNS"); do
+  for server in events redis-events; do
+    # A fresh deliverer on Redis must not wait out the lease of the last run's supervisor.
+    redis-cli -h 127.0.0.1 DEL rohrpost:events:deliverer > /dev/null
+    start_server "$server"
+    port=$(sed -n 's/^main_port = //p' "$WORK/$server.toml")
+    bench "presence $FANOUT_N, $server" "$server" presence -n "$FANOUT_N" \
+      --backend "127.0.0.1:$((port + 98))"
+    stop_server
+  done
+done
+fi
+
 echo "# medians over $RUNS runs (min–max)"
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
@@ -266,7 +286,8 @@ KEYS = ["kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "la
         "opened_per_second", "slow_consumer_closes", "catch_up_ms.p50", "catch_up_ms.p99",
         "catch_up_ms.max", "roll_seconds", "recovered", "not_recovered", "lost", "duplicates",
         "bursts.0.sessions", "bursts.0.all_caught_up_ms", "bursts.1.sessions",
-        "bursts.1.all_caught_up_ms"]
+        "bursts.1.all_caught_up_ms", "opened_events_per_second", "closed_events_per_second",
+        "hook_posts", "count_query_ms", "list_query_ms"]
 for label, rs in runs.items():
     values = {}
     for r in rs:
