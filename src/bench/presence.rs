@@ -169,6 +169,8 @@ pub(super) async fn presence(
     )
     .await?;
     let listed = listed["sessions"].as_array().map_or(0, Vec::len);
+    // Sessions that ended before their goodbye (their goodbye closes the rest).
+    let lost = tally.borrow().dropped_sessions;
     let closing = Instant::now();
     for session in &sessions {
         session.bye();
@@ -192,7 +194,7 @@ pub(super) async fn presence(
         "hook_posts": a.posts,
         "count_query_ms": (count_ms * 100.0).round() / 100.0,
         "list_query_ms": (list_ms * 100.0).round() / 100.0,
-        "sessions_lost": tally.borrow().dropped_sessions,
+        "sessions_lost": lost,
         "server": {"cpu_percent": cpu_percent, "rss_kib": super::system::rss_kib(server)},
     }))
 }
