@@ -400,10 +400,19 @@
    * Closes for good: no more attempts, later publishes are refused. Unanswered messages are
    * dropped: their promises reject with `closed` (no `error` events), saying whether each was
    * sent (it may then have reached the backend) or not. Emits 'state' ('closed') and 'close'
-   * (`{code: 1000, willReconnect: false}`) once.
+   * (`{code: 1000, willReconnect: false}`) once. The session ends with it: the client says
+   * goodbye (`{"bye": 1}`) and forgets its resume token. With `{resumable: true}` it does
+   * neither: the session can still be resumed, within `sessions.resume_grace`, by the next page
+   * of the tab (as after a reload, which calls nothing).
    */
-  Rohrpost.prototype.close = function () {
+  Rohrpost.prototype.close = function (options) {
     if (this._stopped) return;
+    if (options && options.resumable) {
+      // No goodbye: the session lives on for `sessions.resume_grace`, and the next page of this
+      // tab (with the same `connectUrl`) resumes it from sessionStorage.
+      this._stop(1000, 'client closed');
+      return;
+    }
     // Goodbye: the session ends at once (the server's `session.closed`, reason "closed")
     // instead of lingering for `sessions.resume_grace`, and may not be resumed.
     if (this._sock && this.state === 'open') {
