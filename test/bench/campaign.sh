@@ -252,6 +252,22 @@ fi
 if want presence; then
 echo "# session events and presence: $FANOUT_N sessions come and go, the bench is the event hook"
 for _ in $(seq "$RUNS"); do
+  # The baseline: opening as many sessions on the same server without an event hook.
+  start_server embedded
+  bench "presence baseline: idle $FANOUT_N, no hook" embedded idle -n "$FANOUT_N" --hold 1s
+  stop_server
+  start_server events
+  bench "presence baseline: idle $FANOUT_N, with the hook" events idle -n "$FANOUT_N" --hold 1s
+  stop_server
+  if [ -n "${BASELINE_BIN:-}" ]; then
+    # Against an older build: what listing every session in the directory costs its opening.
+    start_server embedded "$BASELINE_BIN"
+    bench "presence A/B: idle $FANOUT_N, baseline" embedded "$BASELINE_BIN" -- idle -n "$FANOUT_N" --hold 1s
+    stop_server
+    start_server embedded
+    bench "presence A/B: idle $FANOUT_N, this build" embedded idle -n "$FANOUT_N" --hold 1s
+    stop_server
+  fi
   for server in events redis-events; do
     # A fresh deliverer on Redis must not wait out the lease of the last run's supervisor.
     redis-cli -h 127.0.0.1 DEL rohrpost:events:deliverer > /dev/null
@@ -287,7 +303,7 @@ KEYS = ["kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "la
         "catch_up_ms.max", "roll_seconds", "recovered", "not_recovered", "lost", "duplicates",
         "bursts.0.sessions", "bursts.0.all_caught_up_ms", "bursts.1.sessions",
         "bursts.1.all_caught_up_ms", "opened_events_per_second", "closed_events_per_second",
-        "hook_posts", "count_query_ms", "list_query_ms"]
+        "hook_posts", "count_query_ms", "list_query_ms", "open_seconds"]
 for label, rs in runs.items():
     values = {}
     for r in rs:
