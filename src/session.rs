@@ -160,6 +160,8 @@ struct Established {
     overflowed: bool,
     /// The token it was admitted with: it closes when that expires, unless refreshed.
     bound: Option<auth::Bound>,
+    /// Its directory entry as last stored: a save stores it only when it changed.
+    listed: Option<Bytes>,
 }
 
 impl Established {
@@ -197,6 +199,7 @@ impl Established {
             held: None,
             overflowed: false,
             bound: None,
+            listed: None,
         }
     }
 
@@ -540,12 +543,9 @@ impl RohrpostSession {
         };
         // Listed before the welcome: a backend that sees the welcome (or its session.opened)
         // finds the session in the directory.
-        let listing = self
-            .services
-            .broker
-            .directory
-            .put
-            .send(self.put_message(&session));
+        let entry = self.put_message(&session);
+        let listed_entry = entry.entry.clone();
+        let listing = self.services.broker.directory.put.send(entry);
         self.phase = Phase::Joining {
             session,
             start,
@@ -561,22 +561,26 @@ impl RohrpostSession {
             if confirmed.is_err() {
                 info!("subscriptions not confirmed in time sockjs={sockjs}; welcoming anyway");
             }
-            match listed {
-                Ok(Ok(_)) => {}
+            let listed = match listed {
+                Ok(Ok(_)) => Some(listed_entry),
                 // Listed by the next store of the record, which retries.
                 Ok(Err(e)) => {
-                    info!("session not listed before its welcome sockjs={sockjs} error={e}")
+                    info!("session not listed before its welcome sockjs={sockjs} error={e}");
+                    None
                 }
-                Err(e) => info!("session not listed before its welcome sockjs={sockjs} error={e}"),
-            }
+                Err(e) => {
+                    info!("session not listed before its welcome sockjs={sockjs} error={e}");
+                    None
+                }
+            };
             if !history {
-                return None;
+                return (None, listed);
             }
-            Some(recovery.send(CatchUp { after }).await)
+            (Some(recovery.send(CatchUp { after }).await), listed)
         };
         s.context()
-            .spawn(
-                actix::fut::wrap_future::<_, Session<Self>>(ready).map(|answer, act, ctx| {
+            .spawn(actix::fut::wrap_future::<_, Session<Self>>(ready).map(
+                |(answer, listed), act, ctx| {
                     act.with_handler(ctx, |h, s| {
                         let answer = match answer {
                             Some(Ok(Ok(answer))) => Some(answer),
@@ -590,15 +594,15 @@ impl RohrpostSession {
                             }
                             None => None,
                         };
-                        h.caught_up(answer, s);
+                        h.caught_up(answer, listed, s);
                     })
-                }),
-            );
+                },
+            ));
     }
 
     /// The session's subscriptions are in place and the log is read: welcome, replay what the
     /// client missed, then what arrived meanwhile, then the waiting client messages.
-    fn caught_up(&mut self, answer: Option<CatchUpAnswer>, s: &mut Ctx<'_>) {
+    fn caught_up(&mut self, answer: Option<CatchUpAnswer>, listed: Option<Bytes>, s: &mut Ctx<'_>) {
         let (mut session, start, pending) = match std::mem::replace(&mut self.phase, Phase::Closed)
         {
             Phase::Joining {
@@ -644,6 +648,7 @@ impl RohrpostSession {
             start.legacy
         );
         let id = session.id.clone();
+        session.listed = listed;
         self.phase = Phase::Established(session);
         self.save(s);
         self.hold_lease(&id, s);
@@ -760,21 +765,26 @@ impl RohrpostSession {
         }
         self.store_legacy(session);
         let store = self.services.broker.store.send(self.store_message(session));
-        let put = self
-            .services
-            .broker
-            .directory
-            .put
-            .send(self.put_message(session));
-        let both = async move { (store.await, put.await) };
+        let entry = self.put_message(session);
+        let stored_entry = entry.entry.clone();
+        let put = (session.listed.as_ref() != Some(&entry.entry))
+            .then(|| self.services.broker.directory.put.send(entry));
+        let both = async move {
+            let put = match put {
+                Some(put) => put.await.map(|r| r.map(Some)),
+                None => Ok(Ok(None)),
+            };
+            (store.await, put)
+        };
         s.context()
             .spawn(
                 actix::fut::wrap_future::<_, Session<Self>>(both).map(|result, act, ctx| {
                     if let (Ok(Ok(())), Ok(Ok(put))) = result {
                         act.with_handler(ctx, |h, _| {
                             h.save_backoff = SAVE_RETRY_FIRST;
-                            if let Phase::Established(session) = &h.phase {
-                                h.listed(put, session);
+                            if let (Some(put), Phase::Established(session)) = (put, &mut h.phase) {
+                                session.listed = Some(stored_entry);
+                                RohrpostSession::listed(put, session);
                             }
                         });
                         return;
@@ -1404,6 +1414,10 @@ impl Handler<LinkRestored> for Session<RohrpostSession> {
 
     fn handle(&mut self, msg: LinkRestored, ctx: &mut Context<Self>) {
         self.with_handler(ctx, |h, s| {
+            // The server may have lost the directory entry too.
+            if let Phase::Established(session) = &mut h.phase {
+                session.listed = None;
+            }
             h.save(s);
             if msg.gap {
                 h.tell_position(true, s);

@@ -50,7 +50,7 @@ impl RohrpostSession {
     }
 
     /// What a store of the entry answered.
-    pub(super) fn listed(&self, put: Put, session: &Established) {
+    pub(super) fn listed(put: Put, session: &Established) {
         match put {
             Put::Opened => info!("session listed session={}", session.id),
             Put::Refreshed => {}
@@ -134,9 +134,13 @@ impl Handler<EntryGone> for Session<RohrpostSession> {
 
     fn handle(&mut self, _msg: EntryGone, ctx: &mut Context<Self>) {
         self.with_handler(ctx, |h, s| {
-            if !h.ended {
-                h.save(s);
+            if h.ended {
+                return;
             }
+            if let Phase::Established(session) = &mut h.phase {
+                session.listed = None;
+            }
+            h.save(s);
         });
     }
 }
