@@ -103,12 +103,9 @@ pub async fn to_session(
     payload: web::Payload,
     port: web::Data<MainPort>,
 ) -> HttpResponse {
-    if let Some(refusal) = refuse_unauthorized(&req, &port) {
-        return refusal;
-    }
     let id = id.into_inner();
-    if !valid_session_id(&id) {
-        return bad_request("session id: printable characters expected");
+    if let Some(refusal) = refuse_session_call(&req, &id, &port) {
+        return refusal;
     }
     let body = match message(payload, &port).await {
         Ok(b) => b,
@@ -123,9 +120,20 @@ pub async fn to_session(
     send(&port, &channel, body.to_message(body.topic.as_deref())).await
 }
 
-/// Whether `id` can be a session id: printable ASCII, not empty.
-pub(super) fn valid_session_id(id: &str) -> bool {
-    !id.is_empty() && id.bytes().all(|b| b.is_ascii_graphic())
+/// The refusal of a `/api/sessions/{id}` call, if any: the caller must hold `api.key`, and the
+/// id be printable ASCII (not empty).
+pub(super) fn refuse_session_call(
+    req: &HttpRequest,
+    id: &str,
+    port: &MainPort,
+) -> Option<HttpResponse> {
+    if let Some(refusal) = refuse_unauthorized(req, port) {
+        return Some(refusal);
+    }
+    if id.is_empty() || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Some(bad_request("session id: printable characters expected"));
+    }
+    None
 }
 
 /// 503: the broker could not answer (`e`).

@@ -19,7 +19,7 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{bad_request, refuse_unauthorized, unavailable, valid_session_id};
+use super::api::{bad_request, refuse_session_call, refuse_unauthorized, unavailable};
 use super::MainPort;
 use crate::broker::directory::{closing, EndEntry, GetEntry, ListEntries};
 use crate::broker::log::PublishLogged;
@@ -101,12 +101,9 @@ pub async fn one(
     id: web::Path<String>,
     port: web::Data<MainPort>,
 ) -> HttpResponse {
-    if let Some(refusal) = refuse_unauthorized(&req, &port) {
-        return refusal;
-    }
     let id = id.into_inner();
-    if !valid_session_id(&id) {
-        return bad_request("session id: printable characters expected");
+    if let Some(refusal) = refuse_session_call(&req, &id, &port) {
+        return refusal;
     }
     match entry(&port, &id).await {
         Ok(Some(entry)) => HttpResponse::Ok()
@@ -150,12 +147,9 @@ pub async fn kick(
     payload: web::Payload,
     port: web::Data<MainPort>,
 ) -> HttpResponse {
-    if let Some(refusal) = refuse_unauthorized(&req, &port) {
-        return refusal;
-    }
     let id = id.into_inner();
-    if !valid_session_id(&id) {
-        return bad_request("session id: printable characters expected");
+    if let Some(refusal) = refuse_session_call(&req, &id, &port) {
+        return refusal;
     }
     let body = match request_body::read(payload, KICK_BODY_LIMIT, port.body_timeout).await {
         Ok(body) => body,

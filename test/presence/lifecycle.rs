@@ -45,6 +45,23 @@ async fn bye(mut client: Client) {
     );
 }
 
+/// Waits until the hook has a `session.closed` of every session of `ended`; fails after
+/// `within`, showing what it has.
+async fn wait_closed(sink: &Sink, ended: &[(String, &str)], within: Duration) {
+    let deadline = Instant::now() + within;
+    while ended
+        .iter()
+        .any(|(id, _)| !EventBooks::of(&sink.events()).closed(id))
+    {
+        assert!(
+            Instant::now() < deadline,
+            "events so far: {:?}",
+            sink.events()
+        );
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// Keeps `client` (session `welcome`) connected through whatever closes it, resuming through
 /// `/connect` each time, until `done` is set; answers the client and every session id it got.
 async fn follow(
@@ -211,18 +228,7 @@ async fn every_session_opens_once_and_closes_once_for_its_reason(broker: BrokerU
     }
 
     // Everything that lives is listed and has no session.closed yet.
-    let settle = Instant::now() + GRACE * 2 + Duration::from_secs(5);
-    while expected_closed
-        .iter()
-        .any(|(id, _)| !EventBooks::of(&sink.events()).closed(id))
-    {
-        assert!(
-            Instant::now() < settle,
-            "events so far: {:?}",
-            sink.events()
-        );
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_closed(&sink, &expected_closed, GRACE * 2 + Duration::from_secs(5)).await;
     let books = EventBooks::of(&sink.events());
     let mut wrong: Vec<String> = survivors
         .iter()
@@ -236,18 +242,7 @@ async fn every_session_opens_once_and_closes_once_for_its_reason(broker: BrokerU
         bye(client).await;
         expected_closed.push((id, "closed"));
     }
-    let settle = Instant::now() + Duration::from_secs(10);
-    while expected_closed
-        .iter()
-        .any(|(id, _)| !EventBooks::of(&sink.events()).closed(id))
-    {
-        assert!(
-            Instant::now() < settle,
-            "events so far: {:?}",
-            sink.events()
-        );
-        actix_rt::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_closed(&sink, &expected_closed, Duration::from_secs(10)).await;
     // Nothing more comes once the grace of every session has passed.
     actix_rt::time::sleep(GRACE + Duration::from_secs(1)).await;
     let events = sink.events();
