@@ -160,8 +160,8 @@ struct Established {
     overflowed: bool,
     /// The token it was admitted with: it closes when that expires, unless refreshed.
     bound: Option<auth::Bound>,
-    /// Its directory entry as last stored: a save stores it only when it changed.
-    listed: Option<Bytes>,
+    /// A digest of its directory entry as last stored: a save stores it only when it changed.
+    listed: Option<u64>,
 }
 
 impl Established {
@@ -544,7 +544,7 @@ impl RohrpostSession {
         // Listed before the welcome: a backend that sees the welcome (or its session.opened)
         // finds the session in the directory.
         let entry = self.put_message(&session);
-        let listed_entry = entry.entry.clone();
+        let listed_entry = presence::digest(&entry.entry);
         let listing = self.services.broker.directory.put.send(entry);
         self.phase = Phase::Joining {
             session,
@@ -602,7 +602,7 @@ impl RohrpostSession {
 
     /// The session's subscriptions are in place and the log is read: welcome, replay what the
     /// client missed, then what arrived meanwhile, then the waiting client messages.
-    fn caught_up(&mut self, answer: Option<CatchUpAnswer>, listed: Option<Bytes>, s: &mut Ctx<'_>) {
+    fn caught_up(&mut self, answer: Option<CatchUpAnswer>, listed: Option<u64>, s: &mut Ctx<'_>) {
         let (mut session, start, pending) = match std::mem::replace(&mut self.phase, Phase::Closed)
         {
             Phase::Joining {
@@ -766,8 +766,8 @@ impl RohrpostSession {
         self.store_legacy(session);
         let store = self.services.broker.store.send(self.store_message(session));
         let entry = self.put_message(session);
-        let stored_entry = entry.entry.clone();
-        let put = (session.listed.as_ref() != Some(&entry.entry))
+        let stored_entry = presence::digest(&entry.entry);
+        let put = (session.listed != Some(stored_entry))
             .then(|| self.services.broker.directory.put.send(entry));
         let both = async move {
             let put = match put {
@@ -777,8 +777,8 @@ impl RohrpostSession {
             (store.await, put)
         };
         s.context()
-            .spawn(
-                actix::fut::wrap_future::<_, Session<Self>>(both).map(|result, act, ctx| {
+            .spawn(actix::fut::wrap_future::<_, Session<Self>>(both).map(
+                move |result, act, ctx| {
                     if let (Ok(Ok(())), Ok(Ok(put))) = result {
                         act.with_handler(ctx, |h, _| {
                             h.save_backoff = SAVE_RETRY_FIRST;
@@ -800,8 +800,8 @@ impl RohrpostSession {
                             })
                         }));
                     })
-                }),
-            );
+                },
+            ));
     }
 
     /// A client message after the handshake.

@@ -19,6 +19,15 @@ use crate::broker::directory::{closing, EndEntry, Put, PutEntry};
 use crate::leases::{EntryGone, Hold, Release};
 use crate::sockjs::Session;
 
+/// A digest of a directory entry, to tell whether it changed since it was stored (a session
+/// keeps this, not the entry).
+pub(super) fn digest(entry: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut hasher = std::collections::hash_map::DefaultHasher::new();
+    entry.hash(&mut hasher);
+    hasher.finish()
+}
+
 /// Close code and reason for a session kicked by `DELETE /api/sessions/{id}` (the reason given
 /// there replaces this one).
 pub const KICKED: (u16, &str) = (4005, "Session closed by the server");
