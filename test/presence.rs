@@ -7,7 +7,8 @@
 //! a killed worker — exactly one `session.opened`, exactly one `session.closed` with its reason;
 //! [`crowd`] counts presence with 1,000 sessions over the workers of two supervisors sharing
 //! Redis (and over one supervisor on the embedded broker), and that the hook, refusing its
-//! first POSTs, still gets every event once, from one of the two supervisors.
+//! first POSTs, still gets every event once, from one of the two supervisors; [`failover`] kills
+//! the supervisor that POSTs the events while sessions end, and the other one delivers them.
 //!
 //! The processes are those of the supervisor suite ([`process`], on [`ports`] blocks), with a
 //! private `redis-server` ([`redis_server`]) per test on Redis: the session directory is
@@ -36,6 +37,8 @@ mod redis_server;
 mod books;
 #[path = "presence/crowd.rs"]
 mod crowd;
+#[path = "presence/failover.rs"]
+mod failover;
 #[path = "presence/lifecycle.rs"]
 mod lifecycle;
 #[path = "presence/sink.rs"]

@@ -68,6 +68,21 @@ impl System {
     pub fn main_port(&self) -> u16 {
         self.sups[0].ports.main
     }
+
+    /// The value of `key` in the private Redis (the system runs on one).
+    pub async fn redis_get(&self, key: &str) -> Option<String> {
+        let url = self._redis.as_ref().expect("a system on Redis").url();
+        let client = redis::Client::open(url).expect("a Redis URL");
+        let mut conn = actix_rt::time::timeout(WAIT, client.get_multiplexed_async_connection())
+            .await
+            .expect("Redis answers in time")
+            .expect("a connection to Redis");
+        redis::cmd("GET")
+            .arg(key)
+            .query_async(&mut conn)
+            .await
+            .expect("GET")
+    }
 }
 
 /// An answer of the server API: status and JSON body (`Null` if not JSON).
