@@ -146,21 +146,29 @@ pub(super) fn unavailable(e: &crate::broker::BrokerError) -> HttpResponse {
 /// Reads a call's body (at most [`API_BODY_LIMIT`] bytes, within `http.body_timeout`) as a
 /// backend message.
 async fn message(payload: web::Payload, port: &MainPort) -> Result<ApiMessage, HttpResponse> {
-    let body = match request_body::read(payload, API_BODY_LIMIT, port.body_timeout).await {
-        Ok(body) => body,
-        Err(e) => {
+    let body = body(payload, API_BODY_LIMIT, port).await?;
+    serde_json::from_slice(&body).map_err(|e| bad_request(format_args!("body: {e}")))
+}
+
+/// Reads an API call's body, at most `limit` bytes within `http.body_timeout`; the answer when
+/// it cannot (413, 408 or 400, closing the connection, whose rest is unread).
+pub(super) async fn body(
+    payload: web::Payload,
+    limit: usize,
+    port: &MainPort,
+) -> Result<Bytes, HttpResponse> {
+    request_body::read(payload, limit, port.body_timeout)
+        .await
+        .map_err(|e| {
             let mut res = match e {
                 BodyError::TooLarge { .. } => HttpResponse::PayloadTooLarge(),
                 BodyError::TimedOut { .. } => HttpResponse::RequestTimeout(),
                 BodyError::Broken(_) => HttpResponse::BadRequest(),
             };
             res.force_close();
-            return Err(res
-                .content_type(ContentType::plaintext())
-                .body(format!("{e}\n")));
-        }
-    };
-    serde_json::from_slice(&body).map_err(|e| bad_request(format_args!("body: {e}")))
+            res.content_type(ContentType::plaintext())
+                .body(format!("{e}\n"))
+        })
 }
 
 /// Publishes through the publication log (when history is enabled): 202 with the position,

@@ -19,13 +19,12 @@ use bytes::Bytes;
 use serde::Deserialize;
 use serde_json::Value;
 
-use super::api::{bad_request, refuse_session_call, refuse_unauthorized, unavailable};
+use super::api::{bad_request, body, refuse_session_call, refuse_unauthorized, unavailable};
 use super::MainPort;
 use crate::broker::directory::{closing, EndEntry, GetEntry, ListEntries};
 use crate::broker::log::PublishLogged;
 use crate::broker::{BrokerError, Publish};
 use crate::protocol::DIRECT_PREFIX;
-use crate::request_body;
 use crate::topics::{Pattern, Topic};
 
 /// Largest body of a kick (its reason), in bytes.
@@ -151,9 +150,9 @@ pub async fn kick(
     if let Some(refusal) = refuse_session_call(&req, &id, &port) {
         return refusal;
     }
-    let body = match request_body::read(payload, KICK_BODY_LIMIT, port.body_timeout).await {
+    let body = match body(payload, KICK_BODY_LIMIT, &port).await {
         Ok(body) => body,
-        Err(e) => return bad_request(e),
+        Err(refusal) => return refusal,
     };
     let kick: Kick = if body.iter().all(u8::is_ascii_whitespace) {
         Kick::default()
