@@ -178,9 +178,9 @@ pub struct RedisBroker {
     wanted: HashMap<RedisSub, Pattern>,
     link: Link,
     generation: u64,
-    /// The publication log's function library, loaded on every connection (`None`: history
-    /// disabled).
-    library: Option<Arc<str>>,
+    /// The `rohrpost` function library (the publication log, the session directory, the event
+    /// hook's lease), loaded on every connection.
+    library: Arc<str>,
     /// Keeps logged deliveries gapless across reconnects.
     follower: Follower,
     /// [`Confirm`]s waiting for their subscriptions to be applied.
@@ -212,7 +212,7 @@ impl RedisBroker {
                 warned: false,
             },
             generation: 0,
-            library: Some(Arc::from(functions::library(&history))),
+            library: Arc::from(functions::library(&history)),
             follower: Follower::new(history.enabled),
             waiters: Waiters::default(),
         };
@@ -519,29 +519,27 @@ impl Handler<LinkLost> for RedisBroker {
     }
 }
 
-/// Opens the command and the pub/sub connection, loads the log's function `library` and
-/// subscribes to `subscriptions`.
+/// Opens the command and the pub/sub connection, loads the function `library` and subscribes
+/// to `subscriptions`.
 async fn open(
     client: Client,
     subscriptions: Vec<RedisSub>,
-    library: Option<Arc<str>>,
+    library: Arc<str>,
 ) -> Result<Opened, BrokerError> {
     let config = AsyncConnectionConfig::new()
         .set_connection_timeout(Some(COMMAND_TIMEOUT))
         .set_response_timeout(None);
     let connecting = client.get_multiplexed_async_connection_with_config(&config);
     let mut commands = bounded("connect", connecting).await?;
-    if let Some(library) = library {
-        let mut load = redis::cmd("FUNCTION");
-        load.arg("LOAD").arg("REPLACE").arg(&*library);
-        let loaded = bounded("FUNCTION LOAD", load.query_async::<Value>(&mut commands)).await;
-        match loaded {
-            Ok(_) => {}
-            Err(BrokerError::Server(e)) => log::warn!(
-                "redis refused the publication log's functions (Redis 7 or later needed); logged publishes will fail error={e}"
-            ),
-            Err(e) => return Err(e),
-        }
+    let mut load = redis::cmd("FUNCTION");
+    load.arg("LOAD").arg("REPLACE").arg(&*library);
+    let loaded = bounded("FUNCTION LOAD", load.query_async::<Value>(&mut commands)).await;
+    match loaded {
+        Ok(_) => {}
+        Err(BrokerError::Server(e)) => log::warn!(
+            "redis refused Rohrpost's functions (Redis 7 or later needed); logged publishes and the session directory will fail error={e}"
+        ),
+        Err(e) => return Err(e),
     }
     let (mut sink, messages) = bounded("connect", client.get_async_pubsub()).await?.split();
     apply(&mut sink, &[], &subscriptions).await?;
