@@ -22,7 +22,7 @@ use actix::prelude::*;
 use bytes::Bytes;
 use log::{debug, info, warn};
 
-use crate::broker::directory::EVENTS_CHANNEL;
+use crate::broker::directory::{prepend, EVENTS_CHANNEL};
 use crate::broker::lead::{GetMark, Lead, Leadership, SetMark};
 use crate::broker::log::{Position, ReadLog};
 use crate::broker::{backoff, BrokerMessage};
@@ -75,16 +75,7 @@ fn stamped(position: Option<&Position>, payload: &Bytes) -> Bytes {
     if payload.starts_with(b"{\"rohrpostPos\":") {
         return payload.clone();
     }
-    let body = payload
-        .iter()
-        .position(|&b| b == b'{')
-        .map_or(&b"}"[..], |at| &payload[at + 1..]);
-    let mut out = format!("{{\"rohrpostPos\":\"{position}\"").into_bytes();
-    if body.iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') {
-        out.push(b',');
-    }
-    out.extend_from_slice(body);
-    Bytes::from(out)
+    prepend(&format!("\"rohrpostPos\":\"{position}\""), payload)
 }
 
 /// `{"events": [...]}` of `events`.

@@ -130,19 +130,23 @@ pub fn closing(reason: &str, detail: Option<&str>) -> String {
 /// A session event: `{"event":<kind>,<extra,>"time":<time_ms>,` and then the members of
 /// `entry` (a JSON object). The Redis broker builds the same text in Lua.
 pub fn event(kind: &str, extra: Option<&str>, time_ms: u64, entry: &[u8]) -> Bytes {
-    let body = entry
+    let extra = extra.map(|e| format!("{e},")).unwrap_or_default();
+    prepend(
+        &format!("\"event\":\"{kind}\",{extra}\"time\":{time_ms}"),
+        entry,
+    )
+}
+
+/// The JSON object `object` with `members` (JSON object members, without braces) before its
+/// own: `{<members>,<the object's members>}`.
+pub fn prepend(members: &str, object: &[u8]) -> Bytes {
+    let body = object
         .iter()
         .position(|&b| b == b'{')
-        .map_or(&b"}"[..], |at| &entry[at + 1..]);
-    let mut out = Vec::with_capacity(entry.len() + 64);
-    out.extend_from_slice(b"{\"event\":\"");
-    out.extend_from_slice(kind.as_bytes());
-    out.extend_from_slice(b"\",");
-    if let Some(extra) = extra {
-        out.extend_from_slice(extra.as_bytes());
-        out.push(b',');
-    }
-    out.extend_from_slice(format!("\"time\":{time_ms}").as_bytes());
+        .map_or(&b"}"[..], |at| &object[at + 1..]);
+    let mut out = Vec::with_capacity(object.len() + members.len() + 2);
+    out.push(b'{');
+    out.extend_from_slice(members.as_bytes());
     if body.iter().any(|b| !b.is_ascii_whitespace() && *b != b'}') {
         out.push(b',');
     }
