@@ -48,6 +48,11 @@ pub(crate) fn backoff(pause: u32, jitter: f64) -> Duration {
     full.mul_f64(1.0 - 0.25 * jitter.clamp(0.0, 1.0))
 }
 
+/// A time to live or lease in whole milliseconds, as brokers take it: at least 1, saturated.
+pub(crate) fn ttl_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+}
+
 /// Why a broker command failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum BrokerError {

@@ -17,9 +17,10 @@
 //! whichever comes first.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
+
+use crate::broker::ttl_ms;
 use bytes::Bytes;
 
 use super::{Link, RedisBroker};
@@ -120,10 +121,6 @@ redis.register_function('rohrpost_session_end', session_end)
 redis.register_function('rohrpost_session_reap', session_reap)
 "#;
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 impl RedisBroker {
     /// Starts reaping expired entries while connected.
     pub(super) fn reap_expired(&mut self, ctx: &mut Context<Self>) {
@@ -158,7 +155,7 @@ impl Handler<PutEntry> for RedisBroker {
             .arg(1)
             .arg(&*msg.id)
             .arg(&msg.entry[..])
-            .arg(millis(msg.lease))
+            .arg(ttl_ms(msg.lease))
             .arg(if msg.open { "1" } else { "0" });
         let answer = self.run(
             "FCALL rohrpost_session_put",
@@ -182,7 +179,7 @@ impl Handler<TouchEntries> for RedisBroker {
     type Result = ResponseFuture<Result<Vec<Arc<str>>, BrokerError>>;
 
     fn handle(&mut self, msg: TouchEntries, ctx: &mut Context<Self>) -> Self::Result {
-        let lease = millis(msg.lease);
+        let lease = ttl_ms(msg.lease);
         let calls: Vec<_> = (msg.ids.chunks(TOUCH_CHUNK))
             .map(|chunk| {
                 let mut touch = redis::cmd("FCALL");

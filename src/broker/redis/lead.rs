@@ -4,6 +4,8 @@
 
 use actix::prelude::*;
 
+use crate::broker::ttl_ms;
+
 use super::RedisBroker;
 use crate::broker::lead::{GetMark, Lead, SetMark};
 use crate::broker::BrokerError;
@@ -34,9 +36,7 @@ impl Handler<Lead> for RedisBroker {
     type Result = ResponseFuture<Result<bool, BrokerError>>;
 
     fn handle(&mut self, msg: Lead, ctx: &mut Context<Self>) -> Self::Result {
-        let ttl_ms = u64::try_from(msg.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ttl_ms = ttl_ms(msg.ttl);
         let mut lead = redis::cmd("FCALL");
         lead.arg("rohrpost_lead")
             .arg(1)

@@ -3,6 +3,8 @@
 
 use actix::prelude::*;
 
+use crate::broker::ttl_ms;
+
 use super::RedisBroker;
 use crate::broker::{BrokerError, LoadLegacySession, StoreLegacySession};
 use crate::legacy::record::LegacyRecord;
@@ -33,9 +35,7 @@ impl Handler<StoreLegacySession> for RedisBroker {
 
     fn handle(&mut self, msg: StoreLegacySession, ctx: &mut Context<Self>) -> Self::Result {
         let key = LegacyRecord::key(&msg.id);
-        let ttl_ms = u64::try_from(msg.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ttl_ms = ttl_ms(msg.ttl);
         // Replaced as a whole, in one transaction: fields of data entries that are gone go too
         // (the original only ever added fields), and no reader sees half a record.
         let mut replace = redis::pipe();

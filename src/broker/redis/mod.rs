@@ -41,6 +41,8 @@ use std::time::Instant;
 
 use actix::fut::wrap_future;
 use actix::prelude::*;
+
+use crate::broker::ttl_ms;
 use bytes::Bytes;
 use futures_util::{future, stream, StreamExt};
 use redis::aio::{MultiplexedConnection, PubSubSink, PubSubStream};
@@ -746,9 +748,7 @@ impl Handler<StoreSession> for RedisBroker {
     type Result = ResponseFuture<Result<(), BrokerError>>;
 
     fn handle(&mut self, msg: StoreSession, ctx: &mut Context<Self>) -> Self::Result {
-        let ttl_ms = u64::try_from(msg.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ttl_ms = ttl_ms(msg.ttl);
         let mut set = redis::cmd("SET");
         set.arg(session_key(&msg.id))
             .arg(&msg.record[..])

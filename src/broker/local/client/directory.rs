@@ -1,9 +1,10 @@
 //! The [`LocalBroker`]'s session directory handlers: each a request to the server.
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use actix::prelude::*;
+
+use crate::broker::ttl_ms;
 use bytes::Bytes;
 
 use super::handlers::unexpected;
@@ -12,10 +13,6 @@ use crate::broker::directory::{EndEntry, GetEntry, ListEntries, Put, PutEntry, T
 use crate::broker::local::wire::{PutOutcome, Request, Response};
 use crate::broker::BrokerError;
 
-fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
 impl Handler<PutEntry> for LocalBroker {
     type Result = ResponseFuture<Result<Put, BrokerError>>;
 
@@ -23,7 +20,7 @@ impl Handler<PutEntry> for LocalBroker {
         if let Err(e) = check_sizes(&msg.id, &msg.entry) {
             return Box::pin(futures_util::future::ready(Err(e)));
         }
-        let (session, lease_ms, open) = (msg.id.to_string(), millis(msg.lease), msg.open);
+        let (session, lease_ms, open) = (msg.id.to_string(), ttl_ms(msg.lease), msg.open);
         let put = move |id| Request::PutEntry {
             id,
             session,
@@ -49,7 +46,7 @@ impl Handler<TouchEntries> for LocalBroker {
 
     fn handle(&mut self, msg: TouchEntries, ctx: &mut Context<Self>) -> Self::Result {
         let sessions = msg.ids.iter().map(|id| id.to_string()).collect();
-        let lease_ms = millis(msg.lease);
+        let lease_ms = ttl_ms(msg.lease);
         let touch = move |id| Request::TouchEntries {
             id,
             sessions,

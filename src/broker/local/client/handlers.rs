@@ -4,6 +4,8 @@
 use std::collections::hash_map::Entry;
 
 use actix::prelude::*;
+
+use crate::broker::ttl_ms;
 use bytes::Bytes;
 
 use super::{check_sizes, Incoming, Link, LocalBroker};
@@ -165,9 +167,7 @@ impl Handler<StoreSession> for LocalBroker {
         if let Err(e) = check_sizes(&msg.id, &msg.record) {
             return Box::pin(futures_util::future::ready(Err(e)));
         }
-        let ttl_ms = u64::try_from(msg.ttl.as_millis())
-            .unwrap_or(u64::MAX)
-            .max(1);
+        let ttl_ms = ttl_ms(msg.ttl);
         let session = msg.id.to_string();
         let store = move |id| Request::Store {
             id,
