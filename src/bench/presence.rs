@@ -7,13 +7,13 @@
 //! for the queries. Every session's two events must arrive, or the run fails.
 
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use actix_web::{web, App, HttpResponse, HttpServer};
 use serde_json::{json, Value};
 
 use super::client::Tally;
-use super::scenarios::{open_sessions, Clients};
+use super::scenarios::{open_sessions, wait_for, Clients};
 use super::system::CpuMeter;
 use super::{BenchArgs, BenchError};
 
@@ -71,26 +71,16 @@ async fn take(body: web::Json<Value>, arrivals: web::Data<Mutex<Arrivals>>) -> H
     HttpResponse::NoContent().finish()
 }
 
-/// Waits until `count(arrivals)` reaches `want`, the deadline, or 10 s without progress.
-async fn wait_for(
+/// Waits (see [`wait_for`]) until `count` of the arrivals reaches `want`; answers the count.
+async fn arrived(
     arrivals: &Mutex<Arrivals>,
     count: fn(&Arrivals) -> u64,
     want: u64,
     deadline: Instant,
 ) -> u64 {
-    let mut last = (0, Instant::now());
-    loop {
-        let now = count(&arrivals.lock().unwrap_or_else(|e| e.into_inner()));
-        if now >= want || Instant::now() >= deadline {
-            return now;
-        }
-        if now != last.0 {
-            last = (now, Instant::now());
-        } else if last.1.elapsed() > Duration::from_secs(10) {
-            return now;
-        }
-        actix_rt::time::sleep(Duration::from_millis(2)).await;
-    }
+    let now = || count(&arrivals.lock().unwrap_or_else(|e| e.into_inner()));
+    wait_for(now, want, deadline).await;
+    now()
 }
 
 /// The median time of [`QUERY_RUNS`] GETs of `path` on the server API, and the last answer.
@@ -150,7 +140,7 @@ pub(super) async fn presence(
     let cpu = CpuMeter::start(server);
     let opening = Instant::now();
     let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
-    let opened = wait_for(&arrivals, |a| a.opened, want, deadline).await;
+    let opened = arrived(&arrivals, |a| a.opened, want, deadline).await;
     let last_opened = arrivals
         .lock()
         .unwrap_or_else(|e| e.into_inner())
@@ -175,7 +165,7 @@ pub(super) async fn presence(
     for session in &sessions {
         session.bye();
     }
-    let closed = wait_for(&arrivals, |a| a.closed, want, deadline).await;
+    let closed = arrived(&arrivals, |a| a.closed, want, deadline).await;
     let cpu_percent = cpu.percent();
     hook.stop(false).await;
     let a = arrivals.lock().unwrap_or_else(|e| e.into_inner());

@@ -510,7 +510,7 @@ pub(super) fn serve_backend(addr: &str) -> Result<actix_web::dev::ServerHandle, 
 }
 
 /// Waits until `count()` reaches `expected`, the deadline, or 5 s without progress.
-async fn wait_for(count: impl Fn() -> u64, expected: u64, deadline: Instant) {
+pub(super) async fn wait_for(count: impl Fn() -> u64, expected: u64, deadline: Instant) {
     let mut last = (0, Instant::now());
     while count() < expected && Instant::now() < deadline {
         // Short polls: an http wave waits here between round trips.
