@@ -7,10 +7,12 @@
 
 use std::time::Duration;
 
-use actix_web::{App, HttpServer};
-
+use crate::sockjs::server::{self, ServerSettings};
 use crate::sockjs::{Endpoint, SessionCtx, SessionHandler, SockjsOptions};
 use crate::tls::TlsFiles;
+
+/// A request's headers must arrive within this (actix-web's default).
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// Sends every message straight back.
 pub struct Echo;
@@ -70,26 +72,28 @@ pub async fn run(args: TestServerArgs) -> anyhow::Result<()> {
     );
     let close = Endpoint::new(options("/close", &args.client_url), |_, _| CloseAtOnce);
 
-    let server = HttpServer::new(move || {
-        App::new()
-            .service(echo.service())
-            .service(no_ws.service())
-            .service(cookie.service())
-            .service(close.service())
-    })
-    .workers(1)
-    .h1_allow_half_closed(false);
-    let addr = (args.host.as_str(), args.port);
-    let scheme = if args.tls.is_some() { "https" } else { "http" };
-    let server = match &args.tls {
-        Some(files) => server.bind_rustls_0_23(addr, files.server_config()?)?,
-        None => server.bind(addr)?,
+    let settings = ServerSettings {
+        threads: 1,
+        header_timeout: HEADER_TIMEOUT,
+        shutdown_timeout: Duration::from_secs(1),
+        tls: args.tls.as_ref().map(|f| f.server_config()).transpose()?,
     };
+    let scheme = if args.tls.is_some() { "https" } else { "http" };
+    let server = server::bind(
+        (args.host.as_str(), args.port),
+        move |cfg| {
+            cfg.service(echo.service())
+                .service(no_ws.service())
+                .service(cookie.service())
+                .service(close.service());
+        },
+        settings,
+    )?;
     log::info!(
         "sockjs-test-server listening url={scheme}://{}:{}/echo",
         args.host,
         args.port
     );
-    server.run().await?;
+    server.await?;
     Ok(())
 }

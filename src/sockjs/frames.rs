@@ -17,30 +17,43 @@ pub const OPEN: &[u8] = b"o";
 pub const HEARTBEAT: &[u8] = b"h";
 
 /// One message as a ready-to-frame JSON string literal (quotes included), cheap to clone.
+///
+/// The literal is kept inside its own one-message frame, `a[literal]`: a session that has just
+/// this message to send sends those shared bytes, without building a frame of its own.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EncodedMessage(Bytes);
+
+/// What [`EncodedMessage`] keeps around its literal: `a[` before, `]` after.
+const SINGLE_FRAME_OVERHEAD: usize = 3;
 
 impl EncodedMessage {
     /// Encodes a message for SockJS framing.
     pub fn new(message: &str) -> Self {
-        let mut out = BytesMut::with_capacity(message.len() + 2);
+        let mut out = BytesMut::with_capacity(message.len() + 2 + SINGLE_FRAME_OVERHEAD);
+        out.put_slice(b"a[");
         quote_into(message, &mut out);
+        out.put_u8(b']');
         EncodedMessage(out.freeze())
     }
 
     /// The encoded bytes: a JSON string literal.
     pub fn as_bytes(&self) -> &[u8] {
-        &self.0
+        &self.0[2..self.0.len() - 1]
     }
 
     /// Length of the encoded literal in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.0.len() - SINGLE_FRAME_OVERHEAD
     }
 
     /// Whether the literal is empty (never true for a valid encoding).
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+
+    /// The frame of this message alone, shared with every other session sending it.
+    fn single_frame(&self) -> Bytes {
+        self.0.clone()
     }
 }
 
@@ -82,6 +95,13 @@ impl Frame {
         I::IntoIter: Clone,
     {
         let iter = messages.into_iter();
+        let mut count = iter.clone();
+        if let (Some(only), None) = (count.next(), count.next()) {
+            return Frame {
+                kind: FrameKind::Messages,
+                body: only.single_frame(),
+            };
+        }
         let size: usize = iter.clone().map(|m| m.len() + 1).sum::<usize>() + 2;
         let mut out = BytesMut::with_capacity(size);
         out.put_slice(b"a[");

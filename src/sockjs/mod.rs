@@ -11,10 +11,14 @@
 //! [`opening`] (the request that opened a session, handed to its handler), [`routes`]
 //! (URL parsing and dispatch), [`headers`] (CORS, caching, cookies), [`info`] (greeting,
 //! `/info`, iframe), [`body`] (HTTP receiving responses), and one file per transport family:
-//! [`xhr`], [`streaming`], [`jsonp`], [`websocket`].
+//! [`xhr`], [`streaming`], [`jsonp`], [`websocket`]. A websocket leaves actix-http after its
+//! handshake: [`server`] builds the HTTP(S) server with actix-http's upgrade path set,
+//! [`upgrade`] answers upgrade requests through the same routes and hands switched sockets
+//! over, and [`connection`] serves each one.
 
 pub mod admission;
 pub mod body;
+pub mod connection;
 pub mod frames;
 pub mod headers;
 pub mod info;
@@ -24,8 +28,10 @@ pub mod options;
 pub mod receiver;
 pub mod registry;
 pub mod routes;
+pub mod server;
 pub mod session;
 pub mod streaming;
+pub mod upgrade;
 pub mod websocket;
 pub mod xhr;
 

@@ -120,7 +120,7 @@ pub async fn entry(
         } if !endpoint.options.websocket => headers::not_found(),
         Route::RawWebsocket => {
             let id: Arc<str> = Arc::from(format!("raw-{:032x}", rand::random::<u128>()));
-            websocket::start(&req, payload, endpoint, id, Flavour::Raw)
+            websocket::start(&req, endpoint, id, Flavour::Raw)
         }
         Route::Session { session, transport } => {
             session_request(
@@ -163,7 +163,7 @@ async fn session_request(
         });
     }
     match transport {
-        Websocket => websocket::start(&req, payload, endpoint, id, Flavour::Framed),
+        Websocket => websocket::start(&req, endpoint, id, Flavour::Framed),
         Xhr => xhr::poll(&req, &endpoint, id).await,
         XhrSend => xhr::send(&req, payload, &endpoint, id).await,
         XhrStreaming => streaming::xhr_streaming(&req, &endpoint, id).await,

@@ -15,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use actix::prelude::*;
-use actix_web::{App, HttpServer};
 use log::{info, warn};
 
 use crate::broker::local::LocalBroker;
@@ -29,7 +28,11 @@ use crate::recovery::Recovery;
 use crate::resume::{new_secret, TokenKey};
 use crate::router::{ProgressEvery, Router};
 use crate::session::{RohrpostSession, Services, SessionSettings};
+use crate::sockjs::server::{self, ServerSettings};
 use crate::sockjs::{Endpoint, SockjsOptions};
+
+/// How long a stopping worker's server waits for requests in flight.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// How long a starting worker waits for the broker to agree on the shared secret.
 const SECRET_WAIT: Duration = Duration::from_secs(5);
@@ -150,18 +153,20 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
         RohrpostSession::new(services.clone(), opening)
     });
     let served = endpoint.clone();
-    let server = HttpServer::new(move || App::new().service(served.service()))
-        .workers(config.workers.threads)
-        .shutdown_timeout(5)
-        .h1_allow_half_closed(false)
-        // Slowloris: headers (and a TLS handshake) must arrive within `http.header_timeout`.
-        .client_request_timeout(config.http.header_timeout)
-        .tls_handshake_timeout(config.http.header_timeout);
-    let addr = (config.http.host.as_str(), port);
-    let server = match config.tls_files() {
-        Some(files) => server.bind_rustls_0_23(addr, files.server_config()?)?,
-        None => server.bind(addr)?,
+    let settings = ServerSettings {
+        threads: config.workers.threads,
+        header_timeout: config.http.header_timeout,
+        shutdown_timeout: SHUTDOWN_TIMEOUT,
+        tls: config.tls_files().map(|f| f.server_config()).transpose()?,
     };
+    let addr = (config.http.host.as_str(), port);
+    let server = server::bind(
+        addr,
+        move |cfg| {
+            cfg.service(served.service());
+        },
+        settings,
+    )?;
     info!(
         "worker listening url={}://{}:{}{} threads={} broker={:?} supervised={supervised}",
         config.http_scheme(),
@@ -171,7 +176,6 @@ pub async fn run(config: Config, port: u16, supervised: bool) -> anyhow::Result<
         config.workers.threads,
         config.broker.kind
     );
-    let server = server.run();
     if supervised {
         control::start(
             endpoint,
