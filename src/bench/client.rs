@@ -1,6 +1,8 @@
 //! One benchmark session: the real protocol, as a browser speaks it over the framed SockJS
 //! websocket — `GET /connect`, the websocket to `{url}/{server}/{session}/websocket`, the open
 //! frame, the hello, the welcome — then a task that reads frames and records every delivery.
+//! Against nchan ([`Gateway::Raw`]) a session is the plain websocket, one message per frame,
+//! read and recorded by the same task.
 
 use std::cell::RefCell;
 use std::rc::Rc;
@@ -48,9 +50,53 @@ impl Tally {
     }
 }
 
+/// Where a session is opened, and so how its frames read.
+#[derive(Debug, Clone)]
+pub enum Gateway {
+    /// Rohrpost's main port: `/connect`, the framed SockJS websocket, the hello.
+    Rohrpost { main: String, legacy: bool },
+    /// A plain websocket URL (nchan's subscriber location): no handshake; every text frame is
+    /// one message, and what the session sends is one message per frame.
+    Raw { url: String },
+}
+
+/// How the messages of a connection are framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Framing {
+    /// SockJS: `a[...]` frames holding JSON strings, sent as `[...]`.
+    SockJs,
+    /// One message per websocket frame, as is.
+    Raw,
+}
+
+impl Framing {
+    /// How a benchmark message's send timestamp key reads inside a frame: escaped in the JSON
+    /// strings of a SockJS frame, plain in a raw one.
+    fn timestamp_key(self) -> &'static [u8] {
+        match self {
+            Framing::SockJs => br#"\"t\":"#,
+            Framing::Raw => br#""t":"#,
+        }
+    }
+
+    /// Whether a frame can hold deliveries (SockJS also sends open, heartbeat, close frames).
+    fn carries_messages(self, frame: &[u8]) -> bool {
+        self == Framing::Raw || frame.starts_with(b"a[")
+    }
+
+    /// The frame that sends one message.
+    fn frame(self, message: String) -> String {
+        match self {
+            Framing::SockJs => serde_json::to_string(&[message]).unwrap_or_default(),
+            Framing::Raw => message,
+        }
+    }
+}
+
 /// An open session: the queue of frames its connection task sends.
 pub struct Session {
     outbox: tokio::sync::mpsc::UnboundedSender<Message>,
+    framing: Framing,
 }
 
 /// `/connect` on the main port: the SockJS URL of a worker.
@@ -158,12 +204,7 @@ pub async fn dial(
     let url = connect_url(client, main).await?;
     let sid = format!("{:016x}", rand::random::<u64>());
     let ws_url = format!("{}/000/{sid}/websocket", url.replacen("http", "ws", 1));
-    let (_res, mut conn) = client
-        .ws(ws_url)
-        .max_frame_size(1 << 20)
-        .connect()
-        .await
-        .map_err(|e| BenchError::Server(format!("websocket: {e}")))?;
+    let mut conn = websocket(client, &ws_url).await?;
     // The open frame, then the handshake.
     expect_text(&mut conn, |t| t == "o").await?;
     let hello = match (legacy, resume) {
@@ -193,15 +234,52 @@ pub async fn dial(
     ))
 }
 
-/// Opens one session and starts its reader; deliveries go to `tally`.
+/// A plain websocket to `url` (the bench's frames are at most 1 MiB).
+async fn websocket(
+    client: &awc::Client,
+    url: &str,
+) -> Result<
+    impl futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>>
+        + futures_util::Sink<Message, Error = awc::error::WsProtocolError>
+        + Unpin,
+    BenchError,
+> {
+    let (_res, conn) = client
+        .ws(url)
+        .max_frame_size(1 << 20)
+        .connect()
+        .await
+        .map_err(|e| BenchError::Server(format!("websocket {url}: {e}")))?;
+    Ok(conn)
+}
+
+/// Opens one session on `gateway` and starts its reader; deliveries go to `tally`.
 pub async fn open(
     client: &awc::Client,
-    main: &str,
-    legacy: bool,
+    gateway: &Gateway,
     reader: Reader,
     tally: Rc<RefCell<Tally>>,
 ) -> Result<Session, BenchError> {
-    let (mut conn, _welcome) = dial(client, main, legacy, None).await?;
+    match gateway {
+        Gateway::Rohrpost { main, legacy } => {
+            let (conn, _welcome) = dial(client, main, *legacy, None).await?;
+            Ok(start(conn, Framing::SockJs, reader, tally))
+        }
+        Gateway::Raw { url } => {
+            let conn = websocket(client, url).await?;
+            Ok(start(conn, Framing::Raw, reader, tally))
+        }
+    }
+}
+
+/// Starts the task of an open connection: it reads (unless stalled) and sends the outbox.
+fn start<C>(mut conn: C, framing: Framing, reader: Reader, tally: Rc<RefCell<Tally>>) -> Session
+where
+    C: futures_util::Stream<Item = Result<Frame, awc::error::WsProtocolError>>
+        + futures_util::Sink<Message, Error = awc::error::WsProtocolError>
+        + Unpin
+        + 'static,
+{
     let (outbox, mut outgoing) = tokio::sync::mpsc::unbounded_channel::<Message>();
     if reader == Reader::Stalled {
         actix_rt::spawn(async move {
@@ -213,7 +291,7 @@ pub async fn open(
                 }
             }
         });
-        return Ok(Session { outbox });
+        return Session { outbox, framing };
     }
     actix_rt::spawn(async move {
         loop {
@@ -224,11 +302,11 @@ pub async fn open(
                         Some(Ok(Frame::Close(_))) | Some(Err(_)) | None => break,
                         Some(Ok(_)) => continue,
                     };
-                    if !text.starts_with(b"a[") {
+                    if !framing.carries_messages(&text) {
                         continue;
                     }
                     let mut tally = tally.borrow_mut();
-                    for_each_timestamp(&text, |sent| tally.record(sent));
+                    for_each_timestamp(&text, framing.timestamp_key(), |sent| tally.record(sent));
                 }
                 out = outgoing.recv() => {
                     let Some(out) = out else { break };
@@ -241,20 +319,40 @@ pub async fn open(
         }
         tally.borrow_mut().dropped_sessions += 1;
     });
-    Ok(Session { outbox })
+    Session { outbox, framing }
+}
+
+/// Calls `on_message` for every message a plain websocket to `url` receives (nchan's
+/// subscriber location, counting what inbound sessions publish), until it closes.
+pub async fn listen(
+    client: &awc::Client,
+    url: &str,
+    on_message: impl Fn() + 'static,
+) -> Result<(), BenchError> {
+    let mut conn = websocket(client, url).await?;
+    actix_rt::spawn(async move {
+        while let Some(Ok(frame)) = conn.next().await {
+            match frame {
+                Frame::Text(_) | Frame::Binary(_) => on_message(),
+                Frame::Close(_) => break,
+                _ => {}
+            }
+        }
+    });
+    Ok(())
 }
 
 impl Session {
     /// Queues one envelope; false when the connection is gone.
     pub fn publish(&self, topic: &str, data: &Value) -> bool {
         let envelope = serde_json::json!({"topic": topic, "data": data}).to_string();
-        let frame = serde_json::to_string(&[envelope]).unwrap_or_default();
+        let frame = self.framing.frame(envelope);
         self.outbox.send(Message::Text(frame.into())).is_ok()
     }
 
     /// Says goodbye (`{"bye": 1}`): the session ends for good.
     pub fn bye(&self) {
-        let frame = serde_json::to_string(&[r#"{"bye":1}"#]).unwrap_or_default();
+        let frame = self.framing.frame(r#"{"bye":1}"#.to_string());
         let _ = self.outbox.send(Message::Text(frame.into()));
     }
 
@@ -294,14 +392,14 @@ pub fn frame_messages(frame: &str) -> Vec<String> {
     serde_json::from_str(frame.get(1..).unwrap_or("[]")).unwrap_or_default()
 }
 
-/// Calls `f` with the send timestamp of every benchmark message in an `a[...]` frame. The
-/// messages are `{"topic": …, "data": {"t": µs, …}}`, JSON strings inside the frame's array,
-/// so the key reads `\"t\":` there. A scan instead of two JSON parses per message keeps the
-/// load generator, which shares the machine with the server, from being what is measured.
-fn for_each_timestamp(frame: &[u8], mut f: impl FnMut(u64)) {
-    const KEY: &[u8] = br#"\"t\":"#;
-    for at in memchr::memmem::find_iter(frame, KEY) {
-        let rest = &frame[at + KEY.len()..];
+/// Calls `f` with the send timestamp of every benchmark message in a frame. The messages are
+/// `{"topic": …, "data": {"t": µs, …}}`; in an `a[...]` frame they are JSON strings inside the
+/// frame's array, so the key reads `\"t\":` there, in a raw frame `"t":` ([`Framing`]). A
+/// scan instead of two JSON parses per message keeps the load generator, which shares the
+/// machine with the server, from being what is measured.
+fn for_each_timestamp(frame: &[u8], key: &[u8], mut f: impl FnMut(u64)) {
+    for at in memchr::memmem::find_iter(frame, key) {
+        let rest = &frame[at + key.len()..];
         let digits = rest
             .iter()
             .skip_while(|b| **b == b' ')
@@ -320,18 +418,41 @@ fn for_each_timestamp(frame: &[u8], mut f: impl FnMut(u64)) {
 
 #[cfg(test)]
 mod tests {
-    use super::for_each_timestamp;
+    use super::{for_each_timestamp, Framing};
+
+    const MESSAGES: [&str; 3] = [
+        r#"{"topic":"anonym.bench","data":{"t":1700000000000001,"i":0}}"#,
+        r#"{"topic":"anonym.bench","data":{"i":1, "t": 42}}"#,
+        r#"{"topic":"rohrpost.welcome","data":{"session":"x"}}"#,
+    ];
 
     #[test]
     fn timestamps_are_found_in_every_message_of_a_frame() {
-        let messages = [
-            r#"{"topic":"anonym.bench","data":{"t":1700000000000001,"i":0}}"#,
-            r#"{"topic":"anonym.bench","data":{"i":1, "t": 42}}"#,
-            r#"{"topic":"rohrpost.welcome","data":{"session":"x"}}"#,
-        ];
-        let frame = format!("a{}", serde_json::to_string(&messages).unwrap());
+        let frame = format!("a{}", serde_json::to_string(&MESSAGES).unwrap());
         let mut seen = Vec::new();
-        for_each_timestamp(frame.as_bytes(), |t| seen.push(t));
+        let key = Framing::SockJs.timestamp_key();
+        for_each_timestamp(frame.as_bytes(), key, |t| seen.push(t));
         assert_eq!(seen, [1_700_000_000_000_001, 42]);
+    }
+
+    #[test]
+    fn a_raw_frame_is_one_message_read_as_is() {
+        let mut seen = Vec::new();
+        for message in MESSAGES {
+            assert!(Framing::Raw.carries_messages(message.as_bytes()));
+            let key = Framing::Raw.timestamp_key();
+            for_each_timestamp(message.as_bytes(), key, |t| seen.push(t));
+        }
+        assert_eq!(seen, [1_700_000_000_000_001, 42]);
+        assert_eq!(Framing::Raw.frame(MESSAGES[0].into()), MESSAGES[0]);
+    }
+
+    #[test]
+    fn a_sockjs_frame_wraps_its_message_in_an_array() {
+        assert_eq!(
+            Framing::SockJs.frame(r#"{"bye":1}"#.into()),
+            r#"["{\"bye\":1}"]"#
+        );
+        assert!(!Framing::SockJs.carries_messages(b"h"));
     }
 }

@@ -19,6 +19,9 @@
 //!   `--backend`); session events/s through the hook, and the presence queries' time (see
 //!   `presence.rs`).
 //!
+//! With `--target nchan` the same client measures nginx with the nchan module instead: idle,
+//! fanout and inbound, with raw websockets on nchan's locations (see `nchan.rs`).
+//!
 //! Every run is bounded by `--timeout` and by its counts. The bench raises its own open-file
 //! limit to fit the sessions, and with `--src-ips 127.0.0.2-127.0.0.30` binds client sockets
 //! round-robin to those loopback addresses, so that more than one address's ~28k ephemeral
@@ -27,8 +30,11 @@
 
 mod addresses;
 mod client;
+mod inbound;
+mod nchan;
 mod presence;
 mod processes;
+mod publisher;
 mod recovery;
 mod scenarios;
 mod soak;
@@ -59,15 +65,44 @@ pub enum Scenario {
     Presence,
 }
 
+/// The gateway under test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Target {
+    /// Rohrpost: sessions through `/connect`, the framed SockJS websocket and the hello.
+    Rohrpost,
+    /// nginx with the nchan module, for a side-by-side figure (see `nchan.rs`).
+    Nchan,
+}
+
+impl Target {
+    /// The name `--target` takes, and the reports carry.
+    pub fn name(self) -> &'static str {
+        match self {
+            Target::Rohrpost => "rohrpost",
+            Target::Nchan => "nchan",
+        }
+    }
+}
+
 /// The options of `rohrpost bench`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct BenchArgs {
     /// The scenario.
     #[arg(value_enum)]
     pub scenario: Scenario,
-    /// The main port's base URL.
+    /// The main port's base URL (with `--target nchan`: nginx's, e.g. `http://127.0.0.1:4600`).
     #[arg(long, default_value = "http://127.0.0.1:3000")]
     pub url: String,
+    /// The gateway under test. `nchan`: sessions are raw websockets on nchan's subscriber
+    /// location `{url}/sub/{topic}` (no `/connect`, no hello), fan-out publishes are
+    /// `POST {url}/pub/{topic}`, inbound sessions publish on `{url}/pubsub/{topic}`
+    /// (test/bench/nchan/nginx.conf has those locations); idle, fanout and inbound only.
+    #[arg(long, value_enum, default_value_t = Target::Rohrpost)]
+    pub target: Target,
+    /// The server's first process (nginx's master): it and its descendants are the processes
+    /// measured. Needed with `--target nchan`; Rohrpost's come from its `/health` otherwise.
+    #[arg(long)]
+    pub server_pid: Option<u32>,
     /// Sessions to open.
     #[arg(short = 'n', long, default_value_t = 100)]
     pub sessions: usize,

@@ -139,7 +139,8 @@ pub(super) async fn presence(
     let tally = Tally::new();
     let cpu = CpuMeter::start(server);
     let opening = Instant::now();
-    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    let gateway = super::nchan::gateway(args, super::nchan::Location::Subscriber);
+    let (sessions, open_time) = open_sessions(args, clients, &gateway, &tally).await?;
     let opened = arrived(&arrivals, |a| a.opened, want, deadline).await;
     let last_opened = arrivals
         .lock()

@@ -36,6 +36,10 @@ fn child_args(args: &BenchArgs, share: usize) -> Vec<String> {
         args.concurrency.to_string(),
         "--timeout".into(),
         format!("{}s", args.timeout.as_secs().max(1)),
+        "--target".into(),
+        args.target.name().into(),
+        "--topic".into(),
+        args.topic.clone(),
     ];
     if let Some(ips) = &args.src_ips {
         argv.extend(["--src-ips".to_string(), ips.clone()]);

@@ -19,7 +19,8 @@ use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 
 use super::client::{self, Resume, Welcome};
-use super::scenarios::{Clients, Publisher};
+use super::publisher::Publisher;
+use super::scenarios::Clients;
 use super::soak::{restart, settle};
 use super::system;
 use super::{BenchArgs, BenchError};

@@ -1,21 +1,18 @@
 //! The benchmark scenarios and their report (one JSON line, then a readable table).
 
-use std::cell::{Cell, RefCell};
+use std::cell::RefCell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use actix::{Actor, Context, Handler};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use futures_util::future::join_all;
-use futures_util::StreamExt;
 use serde_json::{json, Value};
 
-use super::client::{self, Reader, Session, Tally};
+use super::client::{self, Gateway, Reader, Session, Tally};
+use super::nchan::{self, Location};
+use super::publisher::Publisher;
 use super::system::{self, CpuMeter};
 use super::{addresses, now_us, processes, BenchArgs, BenchError, Scenario};
-use crate::broker::local::LocalBroker;
-use crate::broker::{BrokerMessage, Subscribe};
-use crate::topics::Pattern;
 
 /// Descriptors the bench keeps besides one per session (pooled HTTP connections, the broker).
 const SPARE_FILES: u64 = 512;
@@ -34,6 +31,7 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
             args.sessions
         );
     }
+    nchan::check(&args)?;
     let clients = Clients::new(&args)?;
     if args.child {
         return Ok(child(&args, &clients, deadline).await?);
@@ -44,16 +42,17 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.processes > 1 && args.scenario != Scenario::Idle {
         anyhow::bail!("--processes splits only `idle`; the other scenarios run in one process");
     }
-    let server = system::server_pids(clients.first(), &args.url).await?;
-    let report = match args.scenario {
+    let server = system::server_processes(&args, clients.first()).await?;
+    let mut report = match args.scenario {
         Scenario::Idle => idle(&args, &clients, &server).await?,
         Scenario::Fanout => fanout(&args, &clients, &server, deadline).await?,
-        Scenario::Inbound => inbound(&args, &clients, &server, deadline).await?,
+        Scenario::Inbound => super::inbound::inbound(&args, &clients, &server, deadline).await?,
         Scenario::Http => round_trips(&args, &clients, &server, deadline).await?,
         Scenario::Soak => return super::soak::soak(&args, &clients).await,
         Scenario::Recovery => super::recovery::recovery(&args, &clients, &server, deadline).await?,
         Scenario::Presence => super::presence::presence(&args, &clients, &server, deadline).await?,
     };
+    report["target"] = json!(args.target.name());
     println!("{report}");
     print_table(&report);
     Ok(())
@@ -103,10 +102,11 @@ impl Clients {
     }
 }
 
-/// Opens `n` sessions, `concurrency` at a time.
+/// Opens `n` sessions on `gateway`, `concurrency` at a time.
 pub(super) async fn open_sessions(
     args: &BenchArgs,
     clients: &Clients,
+    gateway: &Gateway,
     tally: &Rc<RefCell<Tally>>,
 ) -> Result<(Vec<Session>, Duration), BenchError> {
     let started = Instant::now();
@@ -114,15 +114,10 @@ pub(super) async fn open_sessions(
     while sessions.len() < args.sessions {
         let batch = args.concurrency.min(args.sessions - sessions.len());
         let first = sessions.len();
-        let opened = join_all((first..first + batch).map(|i| {
-            client::open(
-                clients.nth(i),
-                &args.url,
-                args.legacy,
-                Reader::Reading,
-                tally.clone(),
-            )
-        }))
+        let opened = join_all(
+            (first..first + batch)
+                .map(|i| client::open(clients.nth(i), gateway, Reader::Reading, tally.clone())),
+        )
         .await;
         for session in opened {
             sessions.push(session?);
@@ -138,6 +133,7 @@ fn server_figures(cpu: &CpuMeter, server: &[u32]) -> Value {
 
 async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Value, BenchError> {
     let before = system::rss_kib(server);
+    let pss_before = system::pss_kib(server);
     let tally = Tally::new();
     let cpu = CpuMeter::start(server);
     let mut children = None;
@@ -147,13 +143,15 @@ async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Val
         children = Some(opened);
         took
     } else {
-        let (opened, took) = open_sessions(args, clients, &tally).await?;
+        let gateway = nchan::gateway(args, Location::Subscriber);
+        let (opened, took) = open_sessions(args, clients, &gateway, &tally).await?;
         sessions = opened;
         took
     };
     let open_cpu = cpu.percent();
     actix_rt::time::sleep(args.hold).await;
     let after = system::rss_kib(server);
+    let pss_after = system::pss_kib(server);
     let dropped = match children {
         Some(children) => children.release().await?,
         None => tally.borrow().dropped_sessions,
@@ -161,7 +159,10 @@ async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Val
     for s in &sessions {
         s.close();
     }
-    let per_session = (after.saturating_sub(before)) as f64 / args.sessions.max(1) as f64;
+    let per_session = |before: u64, after: u64| {
+        let kib = after.saturating_sub(before) as f64 / args.sessions.max(1) as f64;
+        (kib * 100.0).round() / 100.0
+    };
     Ok(json!({
         "scenario": "idle",
         "sessions": args.sessions,
@@ -170,16 +171,20 @@ async fn idle(args: &BenchArgs, clients: &Clients, server: &[u32]) -> Result<Val
         "opened_per_second": (args.sessions as f64 / open_time.as_secs_f64().max(1e-9)).round(),
         "rss_before_kib": before,
         "rss_after_kib": after,
-        "kib_per_session": (per_session * 100.0).round() / 100.0,
+        "kib_per_session": per_session(before, after),
+        "pss_before_kib": pss_before,
+        "pss_after_kib": pss_after,
+        "pss_kib_per_session": per_session(pss_before, pss_after),
         "sessions_lost": dropped,
-        "server": {"cpu_percent_while_opening": open_cpu, "rss_kib": after},
+        "server": {"cpu_percent_while_opening": open_cpu, "rss_kib": after, "pss_kib": pss_after},
     }))
 }
 
 /// `--child`: open this process's share, report, hold until released, report what was lost.
 async fn child(args: &BenchArgs, clients: &Clients, deadline: Instant) -> Result<(), BenchError> {
     let tally = Tally::new();
-    let (sessions, _) = open_sessions(args, clients, &tally).await?;
+    let gateway = nchan::gateway(args, Location::Subscriber);
+    let (sessions, _) = open_sessions(args, clients, &gateway, &tally).await?;
     processes::hold_as_child(sessions.len(), deadline).await;
     println!(
         "{}",
@@ -191,65 +196,6 @@ async fn child(args: &BenchArgs, clients: &Clients, deadline: Instant) -> Result
     Ok(())
 }
 
-/// Publishes one timestamped message on the topic, through Redis or the server API.
-pub(super) struct Publisher {
-    redis: Option<redis::aio::MultiplexedConnection>,
-    api_key: Option<String>,
-}
-
-impl Publisher {
-    pub(super) async fn new(args: &BenchArgs) -> Result<Publisher, BenchError> {
-        let redis = match &args.redis {
-            Some(url) => Some(
-                redis::Client::open(url.as_str())
-                    .map_err(|e| BenchError::Usage(format!("--redis: {e}")))?
-                    .get_multiplexed_async_connection()
-                    .await
-                    .map_err(|e| BenchError::Server(format!("redis: {e}")))?,
-            ),
-            None => None,
-        };
-        if redis.is_none() && args.api_key.is_none() {
-            return Err(BenchError::Usage(
-                "fanout publishes through the server API (--api-key or ROHRPOST__API__KEY) or \
-                 Redis (--redis URL)"
-                    .into(),
-            ));
-        }
-        Ok(Publisher {
-            redis,
-            api_key: args.api_key.clone(),
-        })
-    }
-
-    pub(super) async fn publish(&mut self, http: &awc::Client, args: &BenchArgs, i: i64) -> bool {
-        let mut data = json!({"t": now_us(), "i": i});
-        if args.payload > 0 {
-            data["pad"] = json!("x".repeat(args.payload));
-        }
-        match &mut self.redis {
-            Some(conn) => {
-                let payload = json!({"data": data}).to_string();
-                redis::cmd("PUBLISH")
-                    .arg(&args.topic)
-                    .arg(payload)
-                    .query_async::<i64>(conn)
-                    .await
-                    .is_ok()
-            }
-            None => http
-                .post(format!("{}/api/publish", args.url))
-                .insert_header((
-                    "Authorization",
-                    format!("Bearer {}", self.api_key.as_deref().unwrap_or("")),
-                ))
-                .send_json(&json!({"topic": args.topic, "data": data}))
-                .await
-                .is_ok_and(|r| r.status().is_success()),
-        }
-    }
-}
-
 async fn fanout(
     args: &BenchArgs,
     clients: &Clients,
@@ -258,20 +204,19 @@ async fn fanout(
 ) -> Result<Value, BenchError> {
     let http = clients.first();
     let tally = Tally::new();
-    let (_sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    let gateway = nchan::gateway(args, Location::Subscriber);
+    let (_sessions, open_time) = open_sessions(args, clients, &gateway, &tally).await?;
     let mut stalled = Vec::with_capacity(args.stalled);
     for i in 0..args.stalled {
         let client = clients.nth(args.sessions + i);
-        let opened = client::open(
-            client,
-            &args.url,
-            args.legacy,
-            Reader::Stalled,
-            tally.clone(),
-        );
+        let opened = client::open(client, &gateway, Reader::Stalled, tally.clone());
         stalled.push(opened.await?);
     }
-    let closes_before = slow_consumer_closes(http, &args.url).await;
+    let closes_before = if args.stalled > 0 {
+        slow_consumer_closes(http, &args.url).await
+    } else {
+        0
+    };
     let mut publisher = Publisher::new(args).await?;
     // Warm up until every session receives: the workers' subscriptions are live.
     let want = args.sessions as u64;
@@ -302,6 +247,11 @@ async fn fanout(
     let mut report = delivery_report("fanout", args, &tally, expected, started, open_time);
     report["publish_rate"] = json!(args.rate);
     report["server"] = server_figures(&cpu, server);
+    let delivered = tally.borrow().delivered;
+    if delivered > 0 {
+        let us = cpu.used_seconds() * 1e6 / delivered as f64;
+        report["server"]["cpu_us_per_delivery"] = json!((us * 100.0).round() / 100.0);
+    }
     if args.stalled > 0 {
         report["stalled_sessions"] = json!(args.stalled);
         // The server closes a stalled session once its queue is full; give it the time to.
@@ -333,133 +283,6 @@ async fn slow_consumer_closes(http: &awc::Client, main: &str) -> u64 {
         .unwrap_or(0)
 }
 
-/// Counts the messages a broker subscription delivers, and when the last one came.
-struct ArrivalCounter(Rc<Arrivals>);
-
-#[derive(Default)]
-struct Arrivals {
-    count: Cell<u64>,
-    last: Cell<Option<Instant>>,
-}
-
-impl Arrivals {
-    fn arrived(&self) {
-        self.count.set(self.count.get() + 1);
-        self.last.set(Some(Instant::now()));
-    }
-
-    fn reset(&self) {
-        self.count.set(0);
-        self.last.set(None);
-    }
-}
-
-impl Actor for ArrivalCounter {
-    type Context = Context<Self>;
-}
-
-impl Handler<BrokerMessage> for ArrivalCounter {
-    type Result = ();
-
-    fn handle(&mut self, _msg: BrokerMessage, _ctx: &mut Context<Self>) {
-        self.0.arrived();
-    }
-}
-
-/// Subscribes to the bench topic on Redis or the embedded broker; arrivals are counted. The
-/// embedded broker's client actor comes back too: it lives as long as its address is held.
-async fn count_arrivals(
-    args: &BenchArgs,
-) -> Result<(Rc<Arrivals>, Option<actix::Addr<LocalBroker>>), BenchError> {
-    let arrivals = Rc::new(Arrivals::default());
-    let mut local = None;
-    if let Some(url) = &args.redis {
-        let client = redis::Client::open(url.as_str())
-            .map_err(|e| BenchError::Usage(format!("--redis: {e}")))?;
-        let mut pubsub = client
-            .get_async_pubsub()
-            .await
-            .map_err(|e| BenchError::Server(format!("redis: {e}")))?;
-        pubsub
-            .subscribe(&args.topic)
-            .await
-            .map_err(|e| BenchError::Server(format!("redis: {e}")))?;
-        let counter = arrivals.clone();
-        let mut stream = pubsub.into_on_message();
-        actix_rt::spawn(async move {
-            while stream.next().await.is_some() {
-                counter.arrived();
-            }
-        });
-    } else if let Some(path) = &args.local_broker {
-        let pattern = Pattern::parse(&args.topic, 1024)
-            .map_err(|e| BenchError::Usage(format!("--topic: {e}")))?;
-        let counter = ArrivalCounter(arrivals.clone()).start();
-        let broker = LocalBroker::start(path, counter.recipient());
-        broker.do_send(Subscribe(pattern));
-        local = Some(broker);
-    } else {
-        return Err(BenchError::Usage(
-            "inbound counts arrivals with a broker subscriber: give --redis URL (server with \
-             broker.kind = \"redis\") or --local-broker SOCKET (the server's broker.socket)"
-                .into(),
-        ));
-    }
-    Ok((arrivals, local))
-}
-
-async fn inbound(
-    args: &BenchArgs,
-    clients: &Clients,
-    server: &[u32],
-    deadline: Instant,
-) -> Result<Value, BenchError> {
-    let (arrivals, _local_broker) = count_arrivals(args).await?;
-    let tally = Tally::new();
-    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
-    // Warm up: one session publishes until the subscriber sees it.
-    while arrivals.count.get() == 0 {
-        if Instant::now() > deadline {
-            return Err(BenchError::Server(
-                "the subscriber never saw a message (is the topic on the default whitelist, \
-                 and --redis / --local-broker the server's broker?)"
-                    .into(),
-            ));
-        }
-        sessions[0].publish(&args.topic, &json!({"warm": true}));
-        actix_rt::time::sleep(Duration::from_millis(300)).await;
-    }
-    actix_rt::time::sleep(Duration::from_millis(300)).await;
-    arrivals.reset();
-    let cpu = CpuMeter::start(server);
-    let started = Instant::now();
-    for (s, session) in sessions.iter().enumerate() {
-        for i in 0..args.per_session {
-            session.publish(&args.topic, &json!({"s": s, "i": i}));
-        }
-    }
-    let expected = (args.sessions * args.per_session) as u64;
-    wait_for(|| arrivals.count.get(), expected, deadline).await;
-    let cpu_percent = cpu.percent();
-    let got = arrivals.count.get();
-    let seconds = arrivals
-        .last
-        .get()
-        .map_or(0.0, |last| last.duration_since(started).as_secs_f64());
-    Ok(json!({
-        "scenario": "inbound",
-        "sessions": args.sessions,
-        "messages": expected,
-        "arrived": got,
-        "loss": expected.saturating_sub(got),
-        "msgs_per_second": if seconds > 0.0 { (got as f64 / seconds).round() } else { 0.0 },
-        "seconds": seconds,
-        "open_seconds": open_time.as_secs_f64(),
-        "sessions_lost": tally.borrow().dropped_sessions,
-        "server": {"cpu_percent": cpu_percent, "rss_kib": system::rss_kib(server)},
-    }))
-}
-
 async fn round_trips(
     args: &BenchArgs,
     clients: &Clients,
@@ -468,7 +291,8 @@ async fn round_trips(
 ) -> Result<Value, BenchError> {
     let handle = serve_backend(&args.backend)?;
     let tally = Tally::new();
-    let (sessions, open_time) = open_sessions(args, clients, &tally).await?;
+    let gateway = nchan::gateway(args, Location::Subscriber);
+    let (sessions, open_time) = open_sessions(args, clients, &gateway, &tally).await?;
     // In waves: every session sends one message and the wave waits for all answers, so that at
     // most `sessions` requests are open at once (keep it under the server's http.max_in_flight).
     let cpu = CpuMeter::start(server);

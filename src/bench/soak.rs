@@ -32,7 +32,8 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use self::session::{Order, Shared, Totals};
-use super::scenarios::{print_table, serve_backend, Clients, Publisher};
+use super::publisher::Publisher;
+use super::scenarios::{print_table, serve_backend, Clients};
 use super::system;
 use super::{BenchArgs, BenchError};
 

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The measurement campaign behind BENCHMARKS.md: every scenario of `rohrpost bench`, several runs
-# each, against servers this script starts and stops itself (embedded broker, Redis broker, TLS),
-# on 127.0.0.0/8 only. Prints every run's JSON line into $OUT and ends with a table of medians
+# each, against servers this script starts and stops itself (embedded broker, Redis broker, TLS,
+# and nginx with nchan beside them: test/bench/nchan/nginx.conf), on 127.0.0.0/8 only. Prints every run's JSON line into $OUT and ends with a table of medians
 # (min–max). Takes about 20 minutes on 2 cores.
 #
 #   cargo build --release
@@ -11,9 +11,11 @@
 #   SECTIONS="fanout slow" test/bench/campaign.sh                  # only some parts
 #   SECTIONS="history recovery" test/bench/campaign.sh             # the publication log's cost
 #   SECTIONS=presence test/bench/campaign.sh                        # session events and presence
+#   SECTIONS="idle fanout nchan" test/bench/campaign.sh             # Rohrpost and nchan side by side
 #
 # Needs: a Redis on 127.0.0.1:6379, python3 (for the medians), root or an open-file hard limit of
-# at least 20,000 (100,000 idle sessions are held by 6 bench processes and 6 workers).
+# at least 20,000 (100,000 idle sessions are held by 6 bench processes and 6 workers); for the
+# nchan section nginx and its nchan module (Debian: nginx, libnginx-mod-nchan).
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/../.." && pwd)"
@@ -25,14 +27,18 @@ FANOUT_N="${FANOUT_N:-10000}"
 WORK="$(mktemp -d /tmp/rohrpost-campaign.XXXXXX)"
 SRC_IPS="127.0.0.2-127.0.0.30"
 # Which parts to run (all by default): idle tls-idle fanout ab redis tls-fanout slow history
-# recovery presence
-SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow history recovery presence}"
+# recovery presence nchan
+SECTIONS="${SECTIONS:-idle tls-idle fanout ab redis tls-fanout slow history recovery presence nchan}"
 want() { [[ " $SECTIONS " == *" $1 "* ]]; }
 SERVER_PID=""
+NGINX="${NGINX:-nginx}"
+NCHAN_PORT=5600
+NCHAN_PREFIX=""
 
 cleanup() {
   stop_server
   rm -rf "$WORK"
+  if [ -n "$NCHAN_PREFIX" ]; then rm -rf "$NCHAN_PREFIX"; fi
 }
 trap cleanup EXIT
 
@@ -135,11 +141,16 @@ config events 5200 2 local events
 config redis-events 5300 2 redis events
 
 if want idle; then
-echo "# idle: $IDLE_N sessions, 6 workers, 6 bench processes, a fresh server per run"
+echo "# idle: $IDLE_N sessions, 6 workers, 6 bench processes; 10,000 on 2 workers; a fresh server per run"
 for _ in $(seq "$RUNS"); do
   start_server embedded6
   bench "idle $IDLE_N, embedded" embedded6 idle -n "$IDLE_N" --processes 6 --hold 5s
   stop_server
+  if [ "$IDLE_N" != 10000 ]; then # else the run above is it (with 6 workers), under this label
+    start_server embedded
+    bench "idle 10000, embedded" embedded idle -n 10000 --hold 5s
+    stop_server
+  fi
 done
 fi
 
@@ -171,6 +182,8 @@ PUBLISH=()
 start_server embedded
 fanout_runs "embedded" embedded
 for _ in $(seq "$RUNS"); do
+  # A steady stream, the everyday case: 10 messages a second for 5 seconds.
+  bench "fanout $FANOUT_N x 50 at 10/s, embedded" embedded fanout -n "$FANOUT_N" -m 50 --rate 10
   bench "inbound 10000 x 20, embedded" embedded inbound -n 10000 -k 20 \
     --local-broker "$WORK/embedded.sock"
   bench "http 200 x 50, embedded" embedded http -n 200 -k 50 --topic anonym.http \
@@ -280,6 +293,64 @@ for _ in $(seq "$RUNS"); do
 done
 fi
 
+# start_nchan WORKERS: a fresh nginx with nchan from a new temporary prefix; waits until it answers.
+start_nchan() {
+  local workers=$1 nofile; nofile=$(ulimit -Hn)
+  NCHAN_PREFIX=$(mktemp -d /tmp/rohrpost-nchan.XXXXXX)
+  sed "s/@PORT@/$NCHAN_PORT/; s/@WORKERS@/$workers/; s/@NOFILE@/$nofile/; \
+    s/@CONNECTIONS@/$((nofile - 100))/" "$ROOT/test/bench/nchan/nginx.conf" > "$NCHAN_PREFIX/nginx.conf"
+  "$NGINX" -p "$NCHAN_PREFIX/" -c "$NCHAN_PREFIX/nginx.conf" -e "$NCHAN_PREFIX/error.log" &
+  SERVER_PID=$!
+  for _ in $(seq 1 100); do
+    if curl -s "http://127.0.0.1:$NCHAN_PORT/status" 2>/dev/null | grep -q '^nchan version'; then
+      sleep 1
+      return 0
+    fi
+    sleep 0.2
+  done
+  echo "nginx with nchan did not become ready; its log:" >&2
+  cat "$NCHAN_PREFIX/error.log" >&2
+  exit 1
+}
+
+stop_nchan() {
+  stop_server
+  # What nginx had to say (a full worker_connections, shared memory running out) goes with the run.
+  grep -v '\[info\]' "$NCHAN_PREFIX/error.log" >&2 || true
+  rm -rf "$NCHAN_PREFIX"
+  NCHAN_PREFIX=""
+}
+
+# bench_nchan LABEL ARGS...: one run against the nginx of start_nchan, labelled into $OUT.
+bench_nchan() {
+  local label=$1; shift
+  local line
+  line=$("$BIN" bench "$@" --target nchan --url "http://127.0.0.1:$NCHAN_PORT" \
+    --server-pid "$SERVER_PID" --src-ips "$SRC_IPS" --timeout 300s | sed -n 1p)
+  echo "{\"label\":\"$label\",\"run\":$line}" | tee -a "$OUT"
+  sleep 2
+}
+
+if want nchan; then
+echo "# nginx with nchan, the same runs as Rohrpost's: a fresh nginx per run, 2 workers (6 for $IDLE_N idle)"
+for _ in $(seq "$RUNS"); do
+  start_nchan 6
+  bench_nchan "idle $IDLE_N, nchan" idle -n "$IDLE_N" --processes 6 --hold 5s
+  stop_nchan
+  if [ "$IDLE_N" != 10000 ]; then # as in the idle section
+    start_nchan 2
+    bench_nchan "idle 10000, nchan" idle -n 10000 --hold 5s
+    stop_nchan
+  fi
+  start_nchan 2
+  bench_nchan "fanout $FANOUT_N x 200, nchan" fanout -n "$FANOUT_N" -m 200
+  bench_nchan "fanout $FANOUT_N x 100 at 25/s, nchan" fanout -n "$FANOUT_N" -m 100 --rate 25
+  bench_nchan "fanout $FANOUT_N x 50 at 10/s, nchan" fanout -n "$FANOUT_N" -m 50 --rate 10
+  bench_nchan "inbound 10000 x 20, nchan" inbound -n 10000 -k 20
+  stop_nchan
+done
+fi
+
 echo "# medians over $RUNS runs (min–max)"
 python3 - "$OUT" <<'PY'
 import json, statistics, sys
@@ -296,9 +367,10 @@ def flat(d, prefix=""):
             yield from flat(v, prefix + k + ".")
         elif isinstance(v, (int, float)) and not isinstance(v, bool):
             yield prefix + k, v
-KEYS = ["kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "latency_ms.p50",
+KEYS = ["kib_per_session", "pss_kib_per_session", "sessions_lost", "per_second", "delivered_ratio", "latency_ms.p50",
         "latency_ms.p99", "latency_ms.p99_9", "latency_ms.max", "msgs_per_second", "loss",
-        "server.cpu_percent", "server.cpu_percent_while_opening", "server.rss_kib",
+        "server.cpu_percent", "server.cpu_us_per_delivery", "server.cpu_percent_while_opening",
+        "server.rss_kib", "server.pss_kib",
         "opened_per_second", "slow_consumer_closes", "catch_up_ms.p50", "catch_up_ms.p99",
         "catch_up_ms.max", "roll_seconds", "recovered", "not_recovered", "lost", "duplicates",
         "bursts.0.sessions", "bursts.0.all_caught_up_ms", "bursts.1.sessions",
