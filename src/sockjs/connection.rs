@@ -136,11 +136,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     connection.id
                 );
                 let frame = Frame::close(refusal.code(), &refusal.reason());
-                let mut out = std::mem::take(&mut connection.write_buf);
                 if flavour == Flavour::Framed {
-                    text(&mut out, &frame.body);
+                    text(&mut connection.write_buf, &frame.body);
                 }
-                connection.write_buf = out;
                 connection.start_closing(Some(raw_close_reason(&frame)));
             }
         }
@@ -150,10 +148,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
     }
 
     /// Reads and handles what the client sent, until the socket has nothing more for now.
-    fn read(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+    fn read(&mut self, cx: &mut Context<'_>) {
         for _ in 0..ROUNDS_PER_WAKE {
             if self.phase == Phase::Ending {
-                return Poll::Pending;
+                return;
             }
             let read = READ_SCRATCH.with(|scratch| {
                 let mut scratch = scratch.borrow_mut();
@@ -170,7 +168,10 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                     Poll::Pending => Poll::Pending,
                 }
             });
-            match ready!(read) {
+            let Poll::Ready(read) = read else {
+                return;
+            };
+            match read {
                 Ok(0) => {
                     debug!("websocket closed by the network session={}", self.id);
                     self.end();
@@ -188,7 +189,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         }
         // More may be waiting: let the thread's other connections run first.
         cx.waker().wake_by_ref();
-        Poll::Pending
     }
 
     /// Handles every complete frame in the read buffer.
@@ -262,8 +262,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         match item {
             Item::FirstText(bytes) => self.pending = Some(BytesMut::from(&bytes[..])),
             Item::FirstBinary(_) => self.close_now(CloseCode::Unsupported, None),
-            Item::Continue(bytes) | Item::Last(bytes) if self.pending.is_none() => {
-                let _ = bytes;
+            Item::Continue(_) | Item::Last(_) if self.pending.is_none() => {
                 self.close_now(CloseCode::Protocol, None);
             }
             Item::Continue(bytes) => self.extend_pending(&bytes),
@@ -362,25 +361,19 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
         true
     }
 
-    /// One round of [`send`](Self::send): whether the socket is fine, and whether frames were
-    /// left in the session because the output was full although the socket took all of it.
+    /// One [`round`](Self::round) of [`send`](Self::send): on the connection's own buffer when it
+    /// holds unwritten bytes (they go first), else on the thread's scratch buffer.
     fn send_once(&mut self, cx: &mut Context<'_>) -> (bool, bool) {
         if !self.write_buf.is_empty() {
             let mut out = std::mem::take(&mut self.write_buf);
-            self.take_frames(&mut out, cx);
-            let full = out.len() >= WRITE_HIGH_WATER;
-            let ok = self.write(&mut out, cx);
-            let more = full && out.is_empty();
+            let result = self.round(&mut out, cx);
             self.keep_unwritten(out);
-            return (ok, more);
+            return result;
         }
         WRITE_SCRATCH.with(|scratch| {
             let mut out = scratch.borrow_mut();
             out.clear();
-            self.take_frames(&mut out, cx);
-            let full = out.len() >= WRITE_HIGH_WATER;
-            let ok = self.write(&mut out, cx);
-            let more = full && out.is_empty();
+            let result = self.round(&mut out, cx);
             if !out.is_empty() {
                 self.write_buf.extend_from_slice(&out);
                 out.clear();
@@ -389,8 +382,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Connection<T> {
                 // One burst made it large: do not keep that for the thread's lifetime.
                 *out = BytesMut::new();
             }
-            (ok, more)
+            result
         })
+    }
+
+    /// Takes the session's ready frames into `out` and writes it: whether the socket is fine,
+    /// and whether frames were left behind although the socket took everything.
+    fn round(&mut self, out: &mut BytesMut, cx: &mut Context<'_>) -> (bool, bool) {
+        self.take_frames(out, cx);
+        let full = out.len() >= WRITE_HIGH_WATER;
+        let ok = self.write(out, cx);
+        (ok, full && out.is_empty())
     }
 
     /// Keeps what the socket did not take; an empty buffer gives its memory back.
@@ -437,7 +439,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Future for Connection<T> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let this = self.get_mut();
-        let _ = this.read(cx);
+        this.read(cx);
         if !this.send(cx) {
             return Poll::Ready(());
         }

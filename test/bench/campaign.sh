@@ -91,15 +91,22 @@ start_server() {
   local url; url=$(server_url "$name")
   "$bin" --config "$WORK/$name.toml" > "$WORK/$name.log" 2>&1 &
   SERVER_PID=$!
+  wait_ready "server $name" "$url/health" '"status":"ok"' "$WORK/$name.log"
+}
+
+# wait_ready WHAT URL PATTERN LOG: waits (up to 20 s) until URL answers with PATTERN, then a
+# second more; otherwise prints LOG and ends the campaign.
+wait_ready() {
+  local what=$1 url=$2 pattern=$3 log=$4
   for _ in $(seq 1 100); do
-    if curl -sk "$url/health" 2>/dev/null | grep -q '"status":"ok"'; then
+    if curl -sk "$url" 2>/dev/null | grep -q "$pattern"; then
       sleep 1
       return 0
     fi
     sleep 0.2
   done
-  echo "server $name did not become ready; its log:" >&2
-  cat "$WORK/$name.log" >&2
+  echo "$what did not become ready; its log:" >&2
+  cat "$log" >&2
   exit 1
 }
 
@@ -301,16 +308,8 @@ start_nchan() {
     s/@CONNECTIONS@/$((nofile - 100))/" "$ROOT/test/bench/nchan/nginx.conf" > "$NCHAN_PREFIX/nginx.conf"
   "$NGINX" -p "$NCHAN_PREFIX/" -c "$NCHAN_PREFIX/nginx.conf" -e "$NCHAN_PREFIX/error.log" &
   SERVER_PID=$!
-  for _ in $(seq 1 100); do
-    if curl -s "http://127.0.0.1:$NCHAN_PORT/status" 2>/dev/null | grep -q '^nchan version'; then
-      sleep 1
-      return 0
-    fi
-    sleep 0.2
-  done
-  echo "nginx with nchan did not become ready; its log:" >&2
-  cat "$NCHAN_PREFIX/error.log" >&2
-  exit 1
+  wait_ready "nginx with nchan" "http://127.0.0.1:$NCHAN_PORT/status" '^nchan version' \
+    "$NCHAN_PREFIX/error.log"
 }
 
 stop_nchan() {
